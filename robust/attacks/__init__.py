@@ -1,0 +1,54 @@
+"""Adversarial attacks: one registry, one calling convention.
+
+Every attack is a function ``attack(model, x, y, *, <settings>, generator=None) -> x_adv``
+registered in ``ATTACKS`` under the name used in params (``attack.suite[].name``). ``x`` is
+NCHW float in [0, 1]; ``x_adv`` is detached, same shape/dtype/device, in [0, 1]. Attacks use
+the model in the mode the caller chose and never leave gradients in its parameters.
+
+``MINIMAL_PERTURBATION`` names the attacks whose output is a minimal perturbation (no ε
+budget): their result is read as a distance ‖x_adv − x‖, not as accuracy at an ε.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from robust.errors import ConfigError
+from robust.registry import Registry
+
+ATTACKS: Registry = Registry("attack", "attack.suite[].name")
+MINIMAL_PERTURBATION: set[str] = {"deepfool"}
+
+# imported for their @ATTACKS.register side effect; after ATTACKS exists
+from robust.attacks import deepfool, fgsm, pgd  # noqa: E402,F401
+
+_FIXED = {"model", "x", "y", "generator"}
+
+
+def run_attack(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    **settings,
+) -> torch.Tensor:
+    """Run the attack registered as ``name`` with ``settings`` (its keyword arguments).
+
+    Unknown or missing settings raise ``ConfigError`` naming the key, so a typo in
+    params.yaml fails before any computation.
+    """
+    attack = ATTACKS.get(name)
+    params = inspect.signature(attack).parameters
+    allowed = set(params) - _FIXED
+    for key in settings:
+        if key not in allowed:
+            raise ConfigError(f"attack.{key}", f"not a setting of attack {name!r}", allowed)
+    for key, param in params.items():
+        if key not in _FIXED and param.default is inspect.Parameter.empty and key not in settings:
+            raise ConfigError(f"attack.{key}", f"required by attack {name!r} and missing")
+    return attack(model, x, y, generator=generator, **settings).detach()

@@ -1,0 +1,49 @@
+"""The ``robust`` command: read what the pipeline wrote in metrics/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from tabulate import tabulate
+
+from robust.errors import ConfigError
+from robust.tables import TABLES
+
+
+@click.group()
+def cli() -> None:
+    """Reproducible adversarial-robustness defenses (run the pipeline with `dvc repro`)."""
+
+
+@cli.command()
+@click.option("--table", "table_id", default=None, help="print one paper table, e.g. jakubovitz2018-table3")
+@click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
+              type=click.Path(path_type=Path, file_okay=False))
+def report(table_id: str | None, metrics_dir: Path) -> None:
+    """Print the summary of every run, or one paper table beside the paper's numbers."""
+    if table_id is not None:
+        try:
+            TABLES.get(table_id)
+        except ConfigError as error:
+            raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--table") from None
+        path = metrics_dir / "tables" / f"{table_id}.md"
+        if not path.exists():
+            raise click.ClickException(f"{path} does not exist: run `dvc repro` first")
+        click.echo(path.read_text())
+        return
+    summary_path = metrics_dir / "summary.json"
+    if not summary_path.exists():
+        raise click.ClickException(f"{summary_path} does not exist: run `dvc repro` first")
+    summary = json.loads(summary_path.read_text())
+    metrics = sorted({name for values in summary.values() for name in values})
+    rows = [[run, *(_fmt(values.get(name)) for name in metrics)] for run, values in sorted(summary.items())]
+    click.echo(tabulate(rows, headers=["run", *metrics], tablefmt="simple"))
+    index = metrics_dir / "tables" / "README.md"
+    if index.exists():
+        click.echo("\n" + index.read_text())
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"

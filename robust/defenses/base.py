@@ -1,0 +1,225 @@
+"""The defense API: a named training method, its validated hyper-parameters, one training step.
+
+A defense is a class registered in ``DEFENSES``; its keyword-only ``__init__`` arguments *are*
+its hyper-parameters. ``build_defense`` reads them from the class signature (one generic
+mechanism: names, required keys, and types from the annotations); value checks (λ ≥ 0, …)
+live in the constructors, so a defense built from Python is checked the same way. Params keys
+that are Python keywords map to another argument name: ``lambda`` → ``lam``.
+
+The trainer owns the loop::
+
+    model.train(); opt.zero_grad()
+    loss, logs = defense.training_step(model, x, y)
+    loss.backward(); opt.step()
+
+Adversarial examples mixed into the batch (shared by every defense, params key
+``adversarial: {fraction, attack: {name, <settings>}}``) follow Jakubovitz & Giryes 2018
+(arXiv 1803.08680), §4 and Appendix F: perturbed examples make up a chosen percentage of the
+training mini-batch (10–50% of 500 there, generated with DeepFool). Chosen here: the first
+round(fraction·B) examples of the batch (Python's round, half to even) are *replaced* by their
+adversarial versions, so the batch size stays B; the loader shuffles, so which examples is
+random. The attack runs on the current model in eval mode (dropout off, BatchNorm running
+statistics) with parameter gradients off; both are restored afterwards, even on errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import math
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from robust.attacks import ATTACKS, run_attack
+from robust.errors import ConfigError
+from robust.registry import Registry
+
+KEY = "defense"  # params prefix named in error messages
+DEFENSES: Registry = Registry("defense", f"{KEY}.name")
+
+# params keys that cannot be Python argument names
+ARGUMENT_FOR_KEY = {"lambda": "lam"}
+KEY_FOR_ARGUMENT = {arg: key for key, arg in ARGUMENT_FOR_KEY.items()}
+
+_ATTACK_FIXED_ARGS = {"model", "x", "y", "generator"}
+
+
+def is_number(value: object) -> bool:
+    # bool is an int subclass; `lambda: true` in YAML is a typo, not a number
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialMix:
+    """Validated ``adversarial`` params: replace ``fraction`` of each batch by ``attack`` examples."""
+
+    fraction: float
+    attack: str
+    settings: Mapping[str, Any]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], key: str = f"{KEY}.adversarial") -> AdversarialMix:
+        if not isinstance(params, Mapping):
+            raise ConfigError(key, f"must be a mapping with keys fraction and attack, got {params!r}")
+        _check_keys(params, {"fraction", "attack"}, key)
+        fraction = params["fraction"]
+        if not is_number(fraction) or not 0 < fraction <= 1:
+            raise ConfigError(f"{key}.fraction", f"must be a number in (0, 1], got {fraction!r}")
+        attack = params["attack"]
+        if not isinstance(attack, Mapping) or "name" not in attack:
+            raise ConfigError(f"{key}.attack", f"must be a mapping with a name and its settings, got {attack!r}")
+        # checked now rather than at the first training step; values are checked by the attack itself
+        signature = inspect.signature(ATTACKS.get(attack["name"], key=f"{key}.attack.name")).parameters
+        settings = {k: v for k, v in attack.items() if k != "name"}
+        allowed = {k for k in signature if k not in _ATTACK_FIXED_ARGS}
+        required = {k for k in allowed if signature[k].default is inspect.Parameter.empty}
+        _check_keys(settings, allowed, f"{key}.attack", required=required)
+        return cls(float(fraction), attack["name"], types.MappingProxyType(settings))
+
+
+def _check_keys(params: Mapping[str, Any], allowed: set[str], key: str, required: set[str] | None = None) -> None:
+    for k in params:
+        if k not in allowed:
+            raise ConfigError(f"{key}.{k}", "unknown key", allowed)
+    for k in sorted(allowed if required is None else required):
+        if k not in params:
+            raise ConfigError(f"{key}.{k}", "required key is missing")
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and frozen parameters while generating examples; every flag restored on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    model.eval()
+    for param, _ in flags:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        # per module, so a deliberately mixed state (e.g. frozen BatchNorm) survives
+        for module, training in modes:
+            module.training = training
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+class Defense:
+    """Base class: adversarial mixing, then the subclass's ``loss`` on the mixed batch."""
+
+    name: ClassVar[str]
+    # smallest valid params (without "name"): documentation and the registry-generated tests
+    example_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *, adversarial: dict | None = None):
+        self.adversarial = None if adversarial is None else AdversarialMix.from_params(adversarial)
+        # set by the trainer before training; every random draw of the defense uses it
+        self.generator: torch.Generator | None = None
+
+    def training_step(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss with its graph attached, and float logs, for one batch."""
+        x, n_adv = self.mix_adversarial(model, x, y)
+        loss, logs = self.loss(model, x, y)
+        if self.adversarial is not None:
+            logs["adv_fraction"] = n_adv / len(x)
+        return loss, logs
+
+    def mix_adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The batch with its first round(fraction·B) examples replaced by adversarial ones."""
+        n_adv = 0 if self.adversarial is None else round(self.adversarial.fraction * len(x))
+        if n_adv == 0:
+            return x, 0
+        mix = self.adversarial
+        with attack_mode(model):
+            x_adv = run_attack(mix.attack, model, x[:n_adv], y[:n_adv], generator=self.generator, **mix.settings)
+        return torch.cat([x_adv, x[n_adv:]]), n_adv
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra networks and optimizers of the defense; none in the base class."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            raise ValueError(f"defense {self.name!r} has no state, got keys {sorted(state)}")
+
+
+def register_defense(name: str):
+    """Class decorator: sets ``cls.name`` and adds the class to ``DEFENSES``."""
+
+    def decorate(cls: type[Defense]) -> type[Defense]:
+        # build_defense passes hyper-parameters by keyword: anything else could not be set from params
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in params):
+            raise TypeError(f"defense {name!r}: hyper-parameters must be keyword-only: def __init__(self, *, ...)")
+        cls.name = name
+        return DEFENSES.register(name)(cls)
+
+    return decorate
+
+
+def hyperparameters(cls: type[Defense]) -> dict[str, inspect.Parameter]:
+    """Params key → constructor parameter, read from the class signature."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {KEY_FOR_ARGUMENT.get(p.name, p.name): p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _matches(value: object, annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_matches(value, part) for part in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return is_number(value)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation in (int, str):
+        return isinstance(value, annotation) and not isinstance(value, bool)
+    if annotation is Any:
+        return True
+    return isinstance(value, typing.get_origin(annotation) or annotation)
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(part) for part in typing.get_args(annotation))
+    names = {type(None): "null", float: "a number", int: "an integer", str: "a string", bool: "true or false",
+             dict: "a mapping"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def build_defense(config: Mapping[str, Any]) -> Defense:
+    """Build the defense named by ``config["name"]`` from the rest of ``config`` (its params).
+
+    Unknown names or keys, missing required keys and wrongly typed values raise
+    ``ConfigError`` naming the params key (``defense.<key>``) before anything is built.
+    """
+    if not isinstance(config, Mapping) or "name" not in config:
+        raise ConfigError(f"{KEY}.name", "required key is missing", DEFENSES.names())
+    cls = DEFENSES.get(config["name"])
+    params = hyperparameters(cls)
+    hints = typing.get_type_hints(cls.__init__)
+    kwargs = {}
+    for key, value in config.items():
+        if key == "name":
+            continue
+        if key not in params:
+            raise ConfigError(f"{KEY}.{key}", f"unknown key for defense {cls.name!r}", ["name", *params])
+        annotation = hints.get(params[key].name, Any)
+        if not _matches(value, annotation):
+            raise ConfigError(f"{KEY}.{key}", f"expected {_describe(annotation)}, got {value!r}")
+        kwargs[params[key].name] = value
+    for key, param in params.items():
+        if param.default is inspect.Parameter.empty and key not in config:
+            raise ConfigError(f"{KEY}.{key}", f"required by defense {cls.name!r} and missing")
+    return cls(**kwargs)

@@ -1,0 +1,22 @@
+"""One error type for bad configuration, so every stage fails with one readable line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A params value is missing, of the wrong type, or outside its allowed values.
+
+    The message always names the params key, so the user knows which line of
+    params.yaml (or which study file) to fix.
+    """
+
+    def __init__(self, key: str, problem: str, allowed: Iterable[str] | str | None = None):
+        self.key = key
+        message = f"params key '{key}': {problem}"
+        if allowed is not None:
+            if not isinstance(allowed, str):
+                allowed = ", ".join(sorted(str(a) for a in allowed))
+            message += f" (allowed: {allowed})"
+        super().__init__(message)

@@ -1,0 +1,130 @@
+"""What each DVC stage does, as plain functions; ``stages/*.py`` only parse paths and call these.
+
+Outputs of a stage are written atomically. Training checkpoints for resuming live under
+``data/.resume/`` (outside DVC's outputs, so DVC never mistakes them for results).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robust import data
+from robust.defenses import build_defense
+from robust.evaluate import evaluate, fixed_subset, parse_suite
+from robust.io import load_torch, save_json, save_parquet, save_torch
+from robust.models import build_model
+from robust.params import check_keys, lookup, profile_settings, require_mapping, require_number, seed_of
+from robust.train import TrainConfig, seed_everything, train
+
+log = logging.getLogger(__name__)
+RESUME_DIR = Path("data/.resume")
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare_dataset(params: Mapping, data_key: str, out_dir: Path) -> dict:
+    """Load the dataset named at ``data_key`` and write its (profile-sized) tensors + manifest."""
+    config = require_mapping(lookup(params, data_key), data_key)
+    check_keys(config, data_key, {"name", "root"}, {"name"})
+    profile, settings = profile_settings(params)
+    sizes = {split: settings.get(split) for split in ("max_train", "max_test")}
+    for split, size in sizes.items():
+        if size is not None:
+            require_number(size, f"profiles.{profile}.{split}", low=1, integer=True)
+    return data.prepare(config["name"], out_dir, root=config.get("root"), seed=seed_of(params), **sizes)
+
+
+def _load_model(path: Path) -> tuple[torch.nn.Module, dict]:
+    state = load_torch(path)
+    config = state["config"]
+    model = build_model(config["arch"], in_shape=config["in_shape"], num_classes=config["num_classes"],
+                        width=config["width"])
+    model.load_state_dict(state["model"])
+    return model.to(device()).eval(), config
+
+
+def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
+    """Merge the phase's settings (optimizer, l2) with the profile's scale (epochs, batch, lr)."""
+    profile, settings = profile_settings(params)
+    scale = require_mapping(lookup(settings, phase), f"profiles.{profile}.{phase}")
+    check_keys(scale, f"profiles.{profile}.{phase}", {"epochs", "batch_size", "lr"}, {"epochs", "batch_size", "lr"})
+    own = require_mapping(lookup(params, key), key)
+    return TrainConfig.from_params(key=key, seed=seed_of(params), **scale,
+                                   **{k: v for k, v in own.items() if k in {"optimizer", "l2"}})
+
+
+def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path, *, name: str) -> pd.DataFrame:
+    """Plain training of a base model (no defense) on a prepared dataset."""
+    config = require_mapping(lookup(params, base_key), base_key)
+    check_keys(config, base_key, {"arch", "optimizer", "l2"}, {"arch"})
+    train_config = _train_config(params, "pretrain", base_key)
+    profile, settings = profile_settings(params)
+    manifest = data.load_manifest(data_dir)
+    seed_everything(train_config.seed)
+    model_config = {"arch": config["arch"], "in_shape": list(manifest["shape"]), "num_classes": manifest["num_classes"],
+                    "width": float(require_number(settings.get("width", 1.0), f"profiles.{profile}.width", low=0)),
+                    "dataset": manifest["name"], "profile": profile, "base": name}
+    model = build_model(config["arch"], in_shape=model_config["in_shape"], num_classes=model_config["num_classes"],
+                        width=model_config["width"]).to(device())
+    x, y = data.load_split(data_dir, "train")
+    held_out = data.load_split(data_dir, "test")
+    history, seconds = train(model, build_defense({"name": "none"}), x, y, train_config, held_out=held_out,
+                             checkpoint=RESUME_DIR / f"base-{name}.pt", desc=f"pretrain {name}")
+    _save_training(out_dir, model, model_config, history, seconds)
+    return history
+
+
+def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir: Path, data_dir: Path,
+                 out_dir: Path, *, name: str, study: str) -> pd.DataFrame:
+    """Post-processing training: load the base, apply the defense for the profile's epochs."""
+    defense_config = require_mapping(lookup(params, defense_key), defense_key)
+    defense = build_defense(defense_config)
+    check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key, {"optimizer"})
+    train_config = _train_config(params, "finetune", finetune_key)
+    seed_everything(train_config.seed)
+    model, model_config = _load_model(base_dir / "model.pt")
+    model_config = {**model_config, "run": name, "study": study, "defense": defense_config}
+    x, y = data.load_split(data_dir, "train")
+    held_out = data.load_split(data_dir, "test")
+    history, seconds = train(model, defense, x, y, train_config, held_out=held_out,
+                             checkpoint=RESUME_DIR / f"run-{name}.pt", desc=f"finetune {name}")
+    _save_training(out_dir, model, model_config, history, seconds)
+    return history
+
+
+def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFrame, seconds: list[float]) -> None:
+    save_torch({"model": model.state_dict(), "config": model_config}, out_dir / "model.pt")
+    save_parquet(history, out_dir / "history.parquet")
+    # Wall-clock time is kept apart from the parquet files so those stay byte-identical.
+    save_json({"seconds_per_epoch": sum(seconds) / max(len(seconds), 1), "epochs_timed": len(seconds)},
+              out_dir / "cost.json")
+
+
+def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, out: Path) -> pd.DataFrame:
+    """Evaluate a trained run under its attack suite; one tidy row per metric."""
+    config = require_mapping(lookup(params, attack_key), attack_key)
+    check_keys(config, attack_key, {"suite", "batch_size"}, {"suite"})
+    suite = parse_suite(config["suite"], f"{attack_key}.suite")
+    profile, settings = profile_settings(params)
+    n = settings.get("eval_examples")
+    if n is not None:
+        require_number(n, f"profiles.{profile}.eval_examples", low=1, integer=True)
+    batch_size = int(require_number(config.get("batch_size", 500), f"{attack_key}.batch_size", low=1, integer=True))
+    seed = seed_of(params)
+    seed_everything(seed)
+    model, model_config = _load_model(run_dir / "model.pt")
+    x, y = data.load_split(data_dir, "test")
+    subset = fixed_subset(len(y), n, seed)
+    rows = evaluate(model, x[subset], y[subset], suite, batch_size=batch_size, seed=seed)
+    meta = {"run": model_config["run"], "study": model_config["study"], "dataset": model_config["dataset"],
+            "arch": model_config["arch"], "defense": model_config["defense"]["name"], "profile": profile, "seed": seed}
+    frame = pd.DataFrame([{**meta, **row} for row in rows])
+    save_parquet(frame, out)
+    return frame

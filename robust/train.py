@@ -1,0 +1,139 @@
+"""The one training loop used for base training and for every defense.
+
+The loop owns batching, optimisation, seeding, checkpoints and progress; a defense only
+computes the loss of one batch (``Defense.training_step``). All randomness of epoch ``e``
+(shuffling, dropout, attack random starts) is derived from ``(seed, e)``, so a run resumed
+from the checkpoint of epoch ``e - 1`` continues exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from robust.defenses import Defense
+from robust.errors import ConfigError
+from robust.io import load_torch, save_torch
+from robust.params import require_number
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "adam"
+    l2: float = 0.0  # official-code style penalty l2 · Σ‖w‖²/2 over ``model.l2_weights()``
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, *, key: str, seed: int, **values) -> TrainConfig:
+        """Build from params values; ``key`` prefixes the names in error messages."""
+        config = cls(
+            epochs=int(require_number(values["epochs"], f"{key}.epochs", low=1, integer=True)),
+            batch_size=int(require_number(values["batch_size"], f"{key}.batch_size", low=1, integer=True)),
+            lr=float(require_number(values["lr"], f"{key}.lr", low=0)),
+            optimizer=values.get("optimizer", "adam"),
+            l2=float(require_number(values.get("l2", 0.0), f"{key}.l2", low=0)),
+            seed=seed,
+        )
+        if config.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"{key}.optimizer", f"unknown optimizer {config.optimizer!r}", OPTIMIZERS)
+        return config
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNG (weight init, dropout) and make kernels deterministic."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    torch.backends.cudnn.benchmark = False
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
+          held_out: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint: Path | None = None,
+          desc: str = "train") -> tuple[pd.DataFrame, list[float]]:
+    """Train ``model`` in place; returns the per-epoch history and seconds per epoch.
+
+    ``held_out`` (x, y) adds the clean accuracy after each epoch to the history.
+
+    ``checkpoint`` (outside DVC's outputs) holds the state after the last complete epoch;
+    training resumes from it and it is deleted once training finishes.
+    """
+    device = next(model.parameters()).device
+    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+    history: list[dict] = []
+    start_epoch = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = load_torch(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        defense.load_state_dict(state["defense"])
+        history, start_epoch = state["history"], state["epoch"]
+        log.info("%s: resuming after epoch %d from %s", desc, start_epoch, checkpoint)
+
+    seconds: list[float] = []
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        generator = torch.Generator(device=device).manual_seed(_epoch_seed(config.seed, epoch))
+        defense.generator = generator
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch)))
+        totals: dict[str, float] = {}
+        seen = 0
+        model.train()
+        batches = order.split(config.batch_size)
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
+        for index in bar:
+            xb, yb = x[index].to(device), y[index].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss, logs = defense.training_step(model, xb, yb)
+            if config.l2 > 0:
+                loss = loss + config.l2 * sum(w.pow(2).sum() for w in model.l2_weights()) / 2
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: non-finite loss at epoch {epoch + 1} ({logs})")
+            loss.backward()
+            optimizer.step()
+            seen += len(yb)
+            for name, value in {"loss": float(loss), **logs}.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(yb)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+        row = {"epoch": epoch + 1, **{name: total / seen for name, total in sorted(totals.items())}}
+        if held_out is not None:
+            row["held_out_accuracy"] = accuracy(model, *held_out, batch_size=config.batch_size)
+        history.append(row)
+        seconds.append(time.perf_counter() - started)
+        log.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 4) for k, v in row.items()})
+        if checkpoint is not None:
+            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "defense": defense.state_dict(), "history": history, "epoch": epoch + 1}, checkpoint)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    model.eval()
+    return pd.DataFrame(history), seconds
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500) -> float:
+    """Clean accuracy in eval mode; the model's previous mode is restored."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = sum(int((model(xb.to(device)).argmax(1) == yb.to(device)).sum())
+                  for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    model.train(was_training)
+    return correct / len(y)

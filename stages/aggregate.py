@@ -1,0 +1,23 @@
+"""DVC stage `aggregate`: all runs' rows → results parquet, summary.json, paper tables."""
+
+from pathlib import Path
+
+import click
+
+from robust.aggregate import aggregate, run_table
+from robust.stage import stage
+
+
+@click.command()
+@click.argument("results_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--results-out", required=True, type=click.Path(path_type=Path))
+@click.option("--summary", "summary_out", required=True, type=click.Path(path_type=Path))
+@click.option("--tables", "tables_dir", required=True, type=click.Path(path_type=Path))
+@stage
+def main(results_dir, results_out, summary_out, tables_dir) -> None:
+    frame = aggregate(sorted(results_dir.glob("*.parquet")), results_out=results_out, summary_out=summary_out, tables_dir=tables_dir)
+    click.echo(run_table(frame, "main"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""DVC stage `defense-finetune`: apply one run's defense as post-processing of its base."""
+
+from pathlib import Path
+
+import click
+
+from robust.pipeline import finetune_run
+from robust.stage import stage, stage_params
+
+
+@click.command()
+@click.option("--run", "name", required=True, help="run id (the foreach key)")
+@click.option("--study", required=True)
+@click.option("--params-file", required=True)
+@click.option("--defense-key", required=True)
+@click.option("--finetune-key", required=True)
+@click.option("--base", "base_dir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@stage
+def main(name, study, params_file, defense_key, finetune_key, base_dir, data_dir, out_dir) -> None:
+    history = finetune_run(stage_params(params_file), defense_key, finetune_key, base_dir, data_dir, out_dir,
+                           name=name, study=study)
+    click.echo(f"run {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""DVC stage `pretrain`: train one base model (no defense) on its prepared dataset."""
+
+from pathlib import Path
+
+import click
+
+from robust.pipeline import pretrain_base
+from robust.stage import stage, stage_params
+
+
+@click.command()
+@click.option("--base", "name", required=True, help="base id (the foreach key)")
+@click.option("--params-file", required=True)
+@click.option("--base-key", required=True, help="dotted key of the base's pretrain config")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@stage
+def main(name: str, params_file: str, base_key: str, data_dir: Path, out_dir: Path) -> None:
+    history = pretrain_base(stage_params(params_file), base_key, data_dir, out_dir, name=name)
+    click.echo(f"base {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Defense API: tests generated from the registry, the Jacobian loss against brute force,
+adversarial mixing, and build_defense's errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.functional import jacobian as brute_jacobian
+
+import robust.defenses.base as base
+from robust.attacks import run_attack
+from robust.defenses import DEFENSES, Defense, build_defense
+from robust.defenses.base import hyperparameters
+from robust.errors import ConfigError
+from robust.jacobian import jacobian_frobenius_sq
+
+K = 5
+FGSM = {"name": "fgsm", "eps": 0.1}
+
+
+def adv(attack: dict = FGSM, fraction: float = 0.5, **extra) -> dict:
+    return {"fraction": fraction, "attack": attack, **extra}
+
+
+def tiny_cnn(dropout: bool = True, dtype: torch.dtype = torch.float32) -> nn.Module:
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 16), nn.ReLU()]
+    layers += [nn.Dropout(0.5)] if dropout else []
+    return nn.Sequential(*layers, nn.Linear(16, K)).to(dtype)
+
+
+_MEANS = torch.rand((K, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+
+
+def batch(n: int = 10, seed: int = 1, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy class prototypes in [0, 1]: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, K, (n,), generator=g)
+    x = (_MEANS[y] + 0.15 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1)
+    return x.to(dtype), y
+
+
+def build(name: str, **params) -> Defense:
+    defense = build_defense({"name": name, **DEFENSES.get(name).example_params, **params})
+    defense.generator = torch.Generator().manual_seed(0)
+    return defense
+
+
+def modes(model: nn.Module) -> tuple[list[bool], list[bool]]:
+    return [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]
+
+
+# ---- generated from the registry ------------------------------------------------------
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_every_defense_gives_finite_loss_grads_and_float_logs(name, train):
+    model, (x, y) = tiny_cnn().train(train), batch()
+    before = modes(model)
+    defense = build(name)
+    assert defense.name == name
+
+    loss, logs = defense.training_step(model, x, y)
+    assert modes(model) == before
+    assert loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad
+    assert logs and all(type(v) is float and math.isfinite(v) for v in logs.values())
+    assert logs["loss"] == pytest.approx(loss.item())
+
+    loss.backward()
+    for param_name, param in model.named_parameters():
+        assert param.grad is not None, param_name
+        assert torch.isfinite(param.grad).all(), param_name
+    assert defense.state_dict() == {}
+    defense.load_state_dict(defense.state_dict())
+
+
+@pytest.mark.parametrize("name", DEFENSES.names())
+@pytest.mark.parametrize(("fraction", "n_adv"), [(0.3, 3), (0.25, 2), (1.0, 10), (0.04, 0)])
+def test_adversarial_mixing_replaces_exactly_the_first_examples(name, fraction, n_adv, monkeypatch):
+    # n_adv = round(fraction·B) with B = 10; Python rounds 2.5 to 2 and 0.4 to 0
+    model, (x, y) = tiny_cnn().train(), batch(10)
+    defense = build(name, adversarial={"fraction": fraction, "attack": FGSM})
+    seen = {}
+    loss_of = defense.loss
+
+    def spy(model, x_mixed, y_mixed):
+        seen["x"], seen["y"] = x_mixed, y_mixed
+        return loss_of(model, x_mixed, y_mixed)
+
+    monkeypatch.setattr(defense, "loss", spy)
+    _, logs = defense.training_step(model, x, y)
+
+    x_mixed = seen["x"]
+    assert x_mixed.shape == x.shape and torch.equal(seen["y"], y)
+    assert torch.equal(x_mixed[n_adv:], x[n_adv:])
+    assert (x_mixed[:n_adv] != x[:n_adv]).flatten(1).any(1).all()
+    assert logs["adv_fraction"] == n_adv / len(x)
+    # the examples are those of the attack on the model in eval mode (dropout off)
+    model.eval()
+    expected = run_attack("fgsm", model, x[:n_adv], y[:n_adv], eps=0.1) if n_adv else x[:0]
+    torch.testing.assert_close(x_mixed[:n_adv], expected)
+
+
+def test_attack_sees_eval_mode_and_frozen_params_and_everything_is_restored_on_error(monkeypatch):
+    model, (x, y) = tiny_cnn().train(), batch()
+    model[0].eval()  # a deliberately mixed state must survive too
+    model[4].weight.requires_grad_(False)
+    before = modes(model)
+    during = {}
+
+    def failing_attack(name, model, x, y, **settings):
+        during["modes"] = modes(model)
+        raise RuntimeError("attack failed")
+
+    monkeypatch.setattr(base, "run_attack", failing_attack)
+    defense = build("at")
+    with pytest.raises(RuntimeError, match="attack failed"):
+        defense.training_step(model, x, y)
+    assert not any(during["modes"][0]) and not any(during["modes"][1])
+    assert modes(model) == before
+
+
+# ---- jacobian: the loss against brute force ------------------------------------------
+
+
+def _brute_sq(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    rows = [brute_jacobian(lambda xi: model(xi[None])[0], xi) for xi in x]
+    return torch.stack([r.pow(2).sum() for r in rows])
+
+
+@pytest.mark.parametrize("reduction", ["eq4", "mean", "first_example"])
+def test_jacobian_loss_equals_ce_plus_lambda_times_brute_force_regulariser(reduction):
+    model, (x, y) = tiny_cnn(dropout=False, dtype=torch.float64).train(), batch(6, dtype=torch.float64)
+    lam = 0.3
+    loss, logs = build("jacobian", **{"lambda": lam, "reduction": reduction}).training_step(model, x, y)
+
+    ce = F.cross_entropy(model(x), y)
+    sq = _brute_sq(model, x)
+    regulariser = {
+        "eq4": sq.sum().sqrt() / len(x),  # eq. 4 divided by N
+        "mean": sq.sqrt().mean(),
+        "first_example": sq[0].sqrt(),
+    }[reduction]
+    torch.testing.assert_close(loss, ce + lam * regulariser, rtol=1e-10, atol=0)
+    assert logs["ce"] == pytest.approx(ce.item(), rel=1e-10)
+    assert logs["jacobian_norm"] == pytest.approx(sq.sqrt().mean().item(), rel=1e-10)
+
+
+def test_first_example_reduction_ignores_the_other_examples():
+    model, (x, y) = tiny_cnn(dropout=False, dtype=torch.float64).train(), batch(6, dtype=torch.float64)
+    defense = build("jacobian", **{"lambda": 0.5, "reduction": "first_example"})
+    changed = x.clone()
+    changed[1:] = batch(5, seed=9, dtype=torch.float64)[0]
+    # only the CE changes when examples 2..N change; the regulariser term stays the same
+    loss_a, logs_a = defense.training_step(model, x, y)
+    loss_b, logs_b = defense.training_step(model, changed, y)
+    assert (loss_a - logs_a["ce"]).item() == pytest.approx((loss_b - logs_b["ce"]).item(), rel=1e-10)
+    assert logs_a["jacobian_norm"] != pytest.approx(logs_b["jacobian_norm"])
+
+
+def test_lambda_zero_is_plain_cross_entropy():
+    model, (x, y) = tiny_cnn(dropout=False).train(), batch()
+    loss, logs = build("jacobian", **{"lambda": 0}).training_step(model, x, y)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ce = F.cross_entropy(model(x), y)
+    ce.backward()
+    assert loss.item() == ce.item()
+    assert logs["jacobian_norm"] > 0
+    for got, expected in zip(grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, expected)
+
+
+def test_projections_are_finite_and_follow_the_generator():
+    model, (x, y) = tiny_cnn(dropout=False).train(), batch()
+    defense = build("jacobian", **{"lambda": 1.0, "projections": 2})
+
+    def loss_with(seed: int) -> float:
+        defense.generator = torch.Generator().manual_seed(seed)
+        return defense.training_step(model, x, y)[0].item()
+
+    assert math.isfinite(loss_with(0))
+    assert loss_with(0) == loss_with(0)
+    assert loss_with(0) != loss_with(1)
+
+
+STEPS = 20
+
+
+def test_jacobian_training_reduces_the_jacobian_norm_compared_with_plain_training():
+    # same init, data and optimiser; measured here: 0.45 vs 1.41 (ratio 0.32)
+    x, y = batch(32, seed=1)
+    x_test, _ = batch(64, seed=2)
+
+    def train(params: dict) -> float:
+        model = tiny_cnn()
+        defense = build_defense(params)
+        defense.generator = torch.Generator().manual_seed(0)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(STEPS):
+            model.train()
+            opt.zero_grad()
+            loss, _ = defense.training_step(model, x, y)
+            loss.backward()
+            opt.step()
+        return jacobian_frobenius_sq(model.eval(), x_test).sqrt().mean().item()
+
+    plain = train({"name": "none"})
+    regularised = train({"name": "jacobian", "lambda": 1.0})
+    assert regularised < 0.7 * plain
+
+
+# ---- build_defense --------------------------------------------------------------------
+
+
+def test_lambda_key_maps_to_lam_argument():
+    defense = build_defense({"name": "jacobian", "lambda": 1})  # an int from YAML is a number
+    assert defense.lam == 1.0 and isinstance(defense.lam, float)
+    assert defense.reduction == "eq4" and defense.projections is None and defense.adversarial is None
+    assert "lambda" in hyperparameters(type(defense)) and "lam" not in hyperparameters(type(defense))
+
+
+def test_adversarial_params_are_parsed():
+    adversarial = {"fraction": 0.3, "attack": {"name": "deepfool", "steps": 50}}
+    defense = build_defense({"name": "at", "adversarial": adversarial})
+    assert defense.adversarial.fraction == 0.3
+    assert defense.adversarial.attack == "deepfool" and dict(defense.adversarial.settings) == {"steps": 50}
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"name": "jacobain", "lambda": 0.1}, "defense.name"),
+        ({"lambda": 0.1}, "defense.name"),
+        ({"name": "jacobian", "lambda": 0.1, "lamda": 0.1}, "defense.lamda"),
+        ({"name": "jacobian", "lam": 0.1}, "defense.lam"),
+        ({"name": "jacobian"}, "defense.lambda"),
+        ({"name": "jacobian", "lambda": -0.1}, "defense.lambda"),
+        ({"name": "jacobian", "lambda": "0.1"}, "defense.lambda"),
+        ({"name": "jacobian", "lambda": True}, "defense.lambda"),
+        ({"name": "jacobian", "lambda": float("nan")}, "defense.lambda"),
+        ({"name": "jacobian", "lambda": 0.1, "reduction": "sum"}, "defense.reduction"),
+        ({"name": "jacobian", "lambda": 0.1, "projections": 0}, "defense.projections"),
+        ({"name": "jacobian", "lambda": 0.1, "projections": 2.0}, "defense.projections"),
+        ({"name": "at"}, "defense.adversarial"),
+        ({"name": "at", "adversarial": None}, "defense.adversarial"),
+        ({"name": "at", "adversarial": adv(fraction=1.5)}, "defense.adversarial.fraction"),
+        ({"name": "at", "adversarial": adv(fraction=0)}, "defense.adversarial.fraction"),
+        ({"name": "none", "adversarial": {"fraction": 0.5}}, "defense.adversarial.attack"),
+        ({"name": "none", "adversarial": adv(ratio=1)}, "defense.adversarial.ratio"),
+        ({"name": "none", "adversarial": adv({"name": "fsgm"})}, "defense.adversarial.attack.name"),
+        ({"name": "none", "adversarial": adv({"name": "fgsm"})}, "defense.adversarial.attack.eps"),
+        ({"name": "none", "adversarial": adv({**FGSM, "st": 1})}, "defense.adversarial.attack.st"),
+    ],
+)
+def test_build_defense_errors_name_the_params_key(params, key):
+    with pytest.raises(ConfigError) as error:
+        build_defense(params)
+    assert error.value.key == key
+    assert f"'{key}'" in str(error.value)
+
+
+def test_load_state_dict_rejects_unexpected_state():
+    with pytest.raises(ValueError, match="no state"):
+        build("none").load_state_dict({"critic": {}})
+
+
+def test_register_defense_refuses_hyperparameters_that_params_cannot_set():
+    with pytest.raises(TypeError, match="keyword-only"):
+
+        @base.register_defense("positional-hyperparameter")
+        class Positional(Defense):
+            def __init__(self, lam: float):
+                super().__init__()
+
+    assert "positional-hyperparameter" not in DEFENSES

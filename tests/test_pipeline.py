@@ -1,0 +1,86 @@
+"""End to end: `dvc repro` at the smoke profile in a copy of the repository.
+
+One module-scoped run of the whole pipeline feeds several checks: outputs exist, a forced
+rerun is byte-identical, and `dvc exp run -S defense.lambda=...` reruns only the main run.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COPY_IGNORE = shutil.ignore_patterns(".git", "data", "__pycache__", "*.egg-info", ".pytest_cache", "cache", "tmp",
+                                     "results.parquet")
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, cwd, env):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project") / "main"
+    shutil.copytree(REPO, root, ignore=COPY_IGNORE)
+    env = {**os.environ, "PYTHONPATH": str(root), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "robust",
+           "GIT_AUTHOR_EMAIL": "robust@example.invalid", "GIT_COMMITTER_NAME": "robust",
+           "GIT_COMMITTER_EMAIL": "robust@example.invalid"}
+    env.pop("CI", None)
+    _run(["git", "init", "-q"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "start"], root, env)
+    log = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    return root, env, log
+
+
+def test_repro_writes_metrics_tables_and_summary(project):
+    root, _, log = project
+    for stage in ["prepare@main", "pretrain@main", "defense-finetune@main", "attack@main", "aggregate",
+                  "defense-finetune@jakubovitz2018-table3-jacobian"]:
+        assert f"Running stage '{stage}'" in log
+    results = pd.read_parquet(root / "metrics/results.parquet")
+    assert set(results.run) >= {"main", "jakubovitz2018-table3-none", "jakubovitz2018-table3-jacobian-at"}
+    main = results[results.run == "main"].set_index(["attack", "metric"]).value
+    assert 0.5 < main["clean", "accuracy"] <= 1
+    assert main["pgd", "accuracy"] <= main["clean", "accuracy"]
+    assert main["deepfool", "rho_adv"] > 0
+    summary = json.loads((root / "metrics/summary.json").read_text())
+    assert {"accuracy", "deepfool_rho_adv", "fgsm_linf_eps0.1_accuracy"} <= set(summary["main"])
+    table = (root / "metrics/tables/jakubovitz2018-table3.md").read_text()
+    assert "99.08" in table and "smoke / digits" in table
+    assert "accuracy" in log  # the closing summary table of the aggregate stage
+
+
+def test_forced_rerun_is_byte_identical(project):
+    root, env, _ = project
+    outputs = sorted((root / "data").rglob("*.parquet")) + [root / "metrics/results.parquet",
+                                                           root / "metrics/summary.json"]
+    before = {path: path.read_bytes() for path in outputs}
+    _run([sys.executable, "-m", "dvc", "repro", "--force"], root, env)
+    for path, content in before.items():
+        assert path.read_bytes() == content, f"{path.relative_to(root)} changed between identical runs"
+
+
+def test_changing_lambda_reruns_only_the_main_run(project):
+    root, env, _ = project
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "baseline"], root, env)
+    log = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "defense.lambda=0.5"], root, env)
+    for stage in ["defense-finetune@main", "attack@main", "aggregate"]:
+        assert f"Running stage '{stage}'" in log
+    for stage in ["prepare@main", "pretrain@main", "defense-finetune@jakubovitz2018-table3-jacobian",
+                  "attack@jakubovitz2018-table3-none"]:
+        assert f"Stage '{stage}' didn't change, skipping" in log
+    diff = _run([sys.executable, "-m", "dvc", "metrics", "diff", "--json"], root, env)
+    changed = json.loads(diff)["metrics/summary.json"]
+    assert any(key.startswith("main.") for key in changed)
+    assert not any(key.startswith("jakubovitz2018") for key in changed)

@@ -1,0 +1,109 @@
+"""Bad params fail fast: one line naming the key and the allowed values, no output written."""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from robust.errors import ConfigError
+from robust.io import save_torch
+from robust.models import build_model
+from robust.params import load_params
+from robust.pipeline import attack_run, finetune_run, prepare_dataset, pretrain_base
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = load_params(REPO / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A prepared digits subset and an untrained base checkpoint (enough to reach validation)."""
+    root = tmp_path_factory.mktemp("stages")
+    params = copy.deepcopy(PARAMS)
+    params["profiles"]["smoke"].update(max_train=50, max_test=20)
+    prepare_dataset(params, "data", root / "prepared")
+    model = build_model("jakubovitz-mnist", in_shape=(1, 28, 28), num_classes=10, width=0.25)
+    config = {"arch": "jakubovitz-mnist", "in_shape": [1, 28, 28], "num_classes": 10, "width": 0.25,
+              "dataset": "digits", "profile": "smoke", "base": "main", "run": "main", "study": "main",
+              "defense": {"name": "none"}}
+    save_torch({"model": model.state_dict(), "config": config}, root / "base" / "model.pt")
+    return root
+
+
+def _set(params, key, value):
+    node = params
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+BAD = [  # (params key to change, new value, params key the error must name, stage)
+    ("data.name", "imagenet-22k", "data.name", "prepare"),
+    ("data.name", "mnist10k", "data.root", "prepare"),  # mnist10k from a root that does not exist
+    ("profile", "huge", "profile", "prepare"),
+    ("pretrain.arch", "vgg-unknown", "pretrain.arch", "pretrain"),
+    ("pretrain.optimizer", "adamw9", "pretrain.optimizer", "pretrain"),
+    ("profiles.smoke.pretrain.epochs", "ten", "epochs", "pretrain"),
+    ("defense.name", "magic", "defense.name", "finetune"),
+    ("defense.lambda", -0.1, "defense.lambda", "finetune"),
+    ("defense.lambda", "large", "defense.lambda", "finetune"),
+    ("defense.lamda", 0.1, "defense.lamda", "finetune"),
+    ("attack.suite", [], "attack.suite", "attack"),
+    ("attack.suite", [{"name": "cw-l7"}], "attack.suite[0].name", "attack"),
+    ("attack.suite", [{"name": "fgsm", "eps": -0.1}], "attack.suite[0].eps", "attack"),
+    ("attack.suite", [{"name": "fgsm", "eps": 8}], "attack.suite[0].eps", "attack"),
+    ("attack.suite", [{"name": "pgd", "eps": 0.1, "steps": 10, "step_size": 0.01, "restarts": 3}],
+     "attack.suite[0].restarts", "attack"),
+    ("profiles.smoke.eval_examples", 0, "eval_examples", "attack"),
+]
+
+
+def _run_stage(stage, params, root, out):
+    if stage == "prepare":
+        return prepare_dataset(params, "data", out)
+    if stage == "pretrain":
+        return pretrain_base(params, "pretrain", root / "prepared", out, name="main")
+    if stage == "finetune":
+        return finetune_run(params, "defense", "finetune", root / "base", root / "prepared", out,
+                            name="main", study="main")
+    return attack_run(params, "attack", root / "base", root / "prepared", out / "rows.parquet")
+
+
+@pytest.mark.parametrize("key, value, named, stage", BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])
+def test_bad_params_raise_config_error_naming_the_key(workspace, tmp_path, key, value, named, stage):
+    params = copy.deepcopy(PARAMS)
+    params["profiles"]["smoke"].update(max_train=50, max_test=20)
+    _set(params, key, value)
+    if key == "data.name" and value == "mnist10k":
+        params["data"]["root"] = str(tmp_path / "no-such-folder")
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as error:
+        _run_stage(stage, params, workspace, out)
+    assert f"'{named}" in str(error.value) or named in str(error.value).split(":")[0]
+    assert "\n" not in str(error.value)
+    assert not out.exists() or not any(out.iterdir()), "a failed stage left output behind"
+
+
+def test_stage_script_prints_one_line_and_exits_2(tmp_path):
+    bad = dict(PARAMS, data={"name": "imagenet-22k", "root": None})
+    (tmp_path / "params.yaml").write_text(__import__("yaml").safe_dump(bad))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, str(REPO / "stages/prepare.py"), "--params-file", "params.yaml",
+                             "--data-key", "data", "--out", "data/prepared/main"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: params key 'data.name': unknown dataset 'imagenet-22k' (allowed: ")
+    assert "digits" in lines[0] and "mnist10k" in lines[0]
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,68 @@
+"""Tables as data: paper values transcribed from the seed text, rendering from tidy rows only."""
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robust.aggregate import metric_key, summarize
+from robust.tables import TABLES, render_index, render_table
+
+PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
+
+
+def _rows(run, profile="smoke", accuracy=0.9, rho=0.25):
+    meta = {"run": run, "study": "s", "dataset": "digits", "arch": "a", "defense": "none", "profile": profile,
+            "seed": 0, "norm": "", "eps": math.nan, "steps": -1, "n": 10}
+    return [{**meta, "attack": "clean", "metric": "accuracy", "value": accuracy},
+            {**meta, "attack": "deepfool", "norm": "l2", "steps": 50, "metric": "rho_adv", "value": rho}]
+
+
+@pytest.mark.skipif(not PAPERS.exists(), reason="shared/papers not beside the repository")
+@pytest.mark.parametrize("table_id", TABLES.names())
+def test_every_paper_value_appears_in_the_seed_text(table_id):
+    table = TABLES.get(table_id)
+    seed_file = PAPERS / table.source.split(",")[0]
+    text = seed_file.read_text()
+    lines = [line for line in text.splitlines() if "\t" in line]
+    for row in table.rows:
+        values = [value for value in row.paper if value is not None]
+        candidates = [_numbers(line) for line in lines if line.startswith(row.label + "\t")]
+        assert candidates, f"row {row.label!r} not found in {seed_file.name}"
+        # The paper repeats some rows across tables: one line must hold all of this row's values.
+        assert any(all(value in numbers for value in values) for numbers in candidates), (table_id, row.label)
+
+
+def _numbers(line: str) -> list[float]:
+    return [float(n) for n in re.findall(r"\d+(?:\.\d+)?", line)]
+
+
+def test_render_puts_reproduced_paper_and_difference_side_by_side():
+    table = TABLES.get("jakubovitz2018-table3")
+    results = pd.DataFrame(_rows("jakubovitz2018-table3-none", accuracy=0.95, rho=0.30))
+    text = render_table(table, results)
+    none_line = next(line for line in text.splitlines() if line.startswith("| No defense"))
+    cells = [cell.strip() for cell in none_line.strip("|").split("|")]
+    assert cells[1:4] == ["95.00", "99.08", "-4.08"]
+    assert cells[4:7] == ["30.00", "20.67", "9.33"]
+    assert cells[-1] == "smoke / digits"
+    assert "not comparable" in text
+    assert "defense not implemented yet" in text  # the input-gradient rows
+    assert "smoke only" in render_index(results)
+
+
+def test_status_paper_scale_only_when_every_run_is_paper_profile():
+    table = TABLES.get("jakubovitz2018-table3")
+    results = pd.DataFrame([r for run in table.runs() for r in _rows(run, profile="paper")])
+    assert "paper scale" in render_table(table, results)
+    assert "not comparable" not in render_table(table, results)
+
+
+def test_summary_keys_are_flat_and_stable():
+    results = pd.DataFrame(_rows("main") + [{**_rows("main")[0], "attack": "pgd", "norm": "linf", "eps": 0.1,
+                                             "steps": 10, "value": 0.5}])
+    summary = summarize(results)
+    assert summary == {"main": {"accuracy": 0.9, "deepfool_rho_adv": 0.25, "pgd_linf_eps0.1_accuracy": 0.5}}
+    assert metric_key(next(results.itertuples())) == "accuracy"

@@ -1,0 +1,93 @@
+"""The trainer: it learns, it is deterministic, and a resumed run equals an uninterrupted one."""
+
+import pytest
+import torch
+
+from robust.defenses import build_defense
+from robust.errors import ConfigError
+from robust.models import build_model
+from robust.train import TrainConfig, accuracy, seed_everything, train
+
+
+def _toy_data(n=256, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=generator)
+    x = torch.rand(n, 1, 12, 12, generator=generator) * 0.3
+    for label in range(4):  # one bright quadrant per class: learnable in a few epochs
+        rows, cols = divmod(label, 2)
+        x[y == label, :, rows * 6:(rows + 1) * 6, cols * 6:(cols + 1) * 6] += 0.6
+    return x.clamp(0, 1), y
+
+
+def _fresh_model(seed=0):
+    seed_everything(seed)
+    return build_model("jakubovitz-mnist", in_shape=(1, 12, 12), num_classes=4, width=0.25)
+
+
+CONFIG = TrainConfig(epochs=3, batch_size=32, lr=3e-3, optimizer="adam", l2=1e-4, seed=5)
+
+
+def test_training_learns_and_reports_history():
+    x, y = _toy_data()
+    model = _fresh_model()
+    before = accuracy(model, x, y)
+    history, seconds = train(model, build_defense({"name": "none"}), x, y, CONFIG, held_out=(x, y))
+    assert list(history.epoch) == [1, 2, 3] and len(seconds) == 3
+    assert history.loss.iloc[-1] < history.loss.iloc[0]
+    assert history.held_out_accuracy.iloc[-1] > max(before, 0.9)
+    assert not model.training
+
+
+def test_same_seed_same_weights():
+    x, y = _toy_data()
+    models = []
+    for _ in range(2):
+        model = _fresh_model()
+        train(model, build_defense({"name": "none"}), x, y, CONFIG)
+        models.append(model.state_dict())
+    for name in models[0]:
+        assert torch.equal(models[0][name], models[1][name]), name
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
+    x, y = _toy_data()
+    reference = _fresh_model()
+    ref_history, _ = train(reference, build_defense({"name": "none"}), x, y, CONFIG)
+
+    checkpoint = tmp_path / "resume.pt"
+    interrupted = _fresh_model()
+    crash_at = {"epoch": 2}
+    import robust.train as train_module
+
+    original_randperm = torch.randperm
+    calls = {"n": 0}
+
+    def crashing_randperm(*args, **kwargs):  # the third epoch's shuffle dies like a SIGKILL would
+        calls["n"] += 1
+        if calls["n"] > crash_at["epoch"]:
+            raise KeyboardInterrupt
+        return original_randperm(*args, **kwargs)
+
+    monkeypatch.setattr(train_module.torch, "randperm", crashing_randperm)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, build_defense({"name": "none"}), x, y, CONFIG, checkpoint=checkpoint)
+    monkeypatch.setattr(train_module.torch, "randperm", original_randperm)
+    assert checkpoint.exists()
+
+    resumed = _fresh_model(seed=123)  # different init: everything must come from the checkpoint
+    history, seconds = train(resumed, build_defense({"name": "none"}), x, y, CONFIG, checkpoint=checkpoint)
+    assert len(seconds) == 1  # only the missing epoch was trained
+    assert not checkpoint.exists()
+    assert history.equals(ref_history)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("field, value, key", [
+    ("epochs", 0, "pretrain.epochs"), ("batch_size", "big", "pretrain.batch_size"),
+    ("lr", -1.0, "pretrain.lr"), ("optimizer", "adamw9", "pretrain.optimizer"),
+])
+def test_bad_train_config(field, value, key):
+    values = {"epochs": 1, "batch_size": 8, "lr": 0.1, "optimizer": "sgd", field: value}
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        TrainConfig.from_params(key="pretrain", seed=0, **values)
