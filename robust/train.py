@@ -109,9 +109,9 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
             loss.backward()
             optimizer.step()
             seen += len(yb)
-            for name, value in {"loss": float(loss), **logs}.items():
+            for name, value in {"loss": float(loss.detach()), **logs}.items():
                 totals[name] = totals.get(name, 0.0) + float(value) * len(yb)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         row = {"epoch": epoch + 1, **{name: total / seen for name, total in sorted(totals.items())}}
         if held_out is not None:
             row["held_out_accuracy"] = accuracy(model, *held_out, batch_size=config.batch_size)

@@ -62,12 +62,17 @@ def test_repro_writes_metrics_tables_and_summary(project):
 
 def test_forced_rerun_is_byte_identical(project):
     root, env, _ = project
-    outputs = sorted((root / "data").rglob("*.parquet")) + [root / "metrics/results.parquet",
-                                                           root / "metrics/summary.json"]
-    before = {path: path.read_bytes() for path in outputs}
-    _run([sys.executable, "-m", "dvc", "repro", "--force"], root, env)
+    # Forcing attack@main reruns its whole chain: prepare, pretrain, defense-finetune, attack.
+    chain = [root / "data/prepared/main/train.pt", root / "data/bases/main/history.parquet",
+             root / "data/bases/main/model.pt", root / "data/runs/main/history.parquet",
+             root / "data/runs/main/model.pt", root / "data/results/main.parquet"]
+    before = {path: path.read_bytes() for path in chain}
+    log = _run([sys.executable, "-m", "dvc", "repro", "--force", "attack@main"], root, env)
+    assert "Running stage 'pretrain@main'" in log
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path.relative_to(root)} changed between identical runs"
+    log = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert "Stage 'aggregate' didn't change, skipping" in log
 
 
 def test_changing_lambda_reruns_only_the_main_run(project):
