@@ -12,7 +12,6 @@ contribute 0 (δ = 0), as in the adversary-critic official evaluation.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,14 +19,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robust.attacks import ATTACKS, MINIMAL_PERTURBATION, run_attack
+from robust.attacks import ATTACKS, MINIMAL_PERTURBATION, check_settings, norm_of, run_attack
 from robust.errors import ConfigError
 from robust.jacobian import jacobian_frobenius_sq
 from robust.params import require_mapping
 
-# The norm each attack bounds or minimises, when its settings do not say.
-DEFAULT_NORM = {"fgsm": "linf", "deepfool": "l2"}
 BUDGET_TOLERANCE = 1e-5
+NORM_ORDER = {"linf": float("inf"), "l2": 2.0, "l1": 1.0}
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class AttackSpec:
 
     @property
     def norm(self) -> str:
-        return self.settings.get("norm", DEFAULT_NORM.get(self.name, "linf"))
+        return norm_of(self.name, self.settings)
 
     @property
     def eps(self) -> float | None:
@@ -55,11 +53,7 @@ def parse_suite(suite: object, key: str = "attack.suite") -> list[AttackSpec]:
         entry_key = f"{key}[{index}]"
         entry = require_mapping(entry, entry_key)
         name = entry.pop("name", None)
-        attack = ATTACKS.get(name, key=f"{entry_key}.name")
-        accepted = set(inspect.signature(attack).parameters) - {"model", "x", "y", "generator"}
-        for setting in entry:
-            if setting not in accepted:
-                raise ConfigError(f"{entry_key}.{setting}", f"unknown setting of attack {name!r}", accepted)
+        check_settings(name, entry, key=entry_key)
         if "eps" in entry and (isinstance(entry["eps"], bool) or not isinstance(entry["eps"], (int, float))
                                or not 0 <= entry["eps"] <= 1):
             raise ConfigError(f"{entry_key}.eps", f"must be a number in [0, 1], got {entry['eps']!r}")
@@ -77,10 +71,10 @@ def fixed_subset(n_total: int, n: int | None, seed: int) -> torch.Tensor:
 def _check_budget(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor) -> None:
     if x_adv.min() < 0 or x_adv.max() > 1:
         raise AssertionError(f"attack {spec.name} left the [0, 1] box")
-    if spec.eps is not None and spec.norm == "linf":
-        worst = (x_adv - x).abs().flatten(1).amax(1).max().item()
+    if spec.eps is not None and spec.name not in MINIMAL_PERTURBATION:
+        worst = torch.linalg.vector_norm((x_adv - x).flatten(1), ord=NORM_ORDER[spec.norm], dim=1).max().item()
         if worst > spec.eps + BUDGET_TOLERANCE:
-            raise AssertionError(f"attack {spec.name}: ‖δ‖∞ = {worst:.6f} exceeds ε = {spec.eps}")
+            raise AssertionError(f"attack {spec.name}: ‖δ‖ ({spec.norm}) = {worst:.6f} exceeds ε = {spec.eps}")
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequence[AttackSpec], *,

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+from click.testing import CliRunner
+
+from robust.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 COPY_IGNORE = shutil.ignore_patterns(".git", "data", "__pycache__", "*.egg-info", ".pytest_cache", "cache", "tmp",
@@ -35,6 +39,11 @@ def project(tmp_path_factory):
            "GIT_AUTHOR_EMAIL": "robust@example.invalid", "GIT_COMMITTER_NAME": "robust",
            "GIT_COMMITTER_EMAIL": "robust@example.invalid"}
     env.pop("CI", None)
+    # Fewer epochs than the smoke profile: the pipeline's wiring is under test here, not accuracy.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["profiles"]["smoke"]["pretrain"]["epochs"] = 3
+    params["profiles"]["smoke"]["finetune"]["epochs"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root, env)
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "start"], root, env)
@@ -89,3 +98,16 @@ def test_changing_lambda_reruns_only_the_main_run(project):
     changed = json.loads(diff)["metrics/summary.json"]
     assert any(key.startswith("main.") for key in changed)
     assert not any(key.startswith("jakubovitz2018") for key in changed)
+
+
+def test_report_prints_summary_and_tables(project):
+    root, _, _ = project
+    metrics = str(root / "metrics")
+    result = CliRunner().invoke(cli, ["report", "--metrics", metrics])
+    assert result.exit_code == 0, result.output
+    assert "main" in result.output and "deepfool_rho_adv" in result.output
+    assert "jakubovitz2018-table3" in result.output
+    table = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "jakubovitz2018-table3"])
+    assert table.exit_code == 0 and "Jacobian regularization" in table.output
+    unknown = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "nope"])
+    assert unknown.exit_code != 0 and "jakubovitz2018-table3" in unknown.output

@@ -21,6 +21,8 @@ from robust.registry import Registry
 
 ATTACKS: Registry = Registry("attack", "attack.suite[].name")
 MINIMAL_PERTURBATION: set[str] = {"deepfool"}
+# The norm each attack bounds (or minimises) when its settings have no ``norm`` key.
+DEFAULT_NORM: dict[str, str] = {"fgsm": "linf", "pgd": "linf", "deepfool": "l2"}
 
 # imported for their @ATTACKS.register side effect; after ATTACKS exists
 from robust.attacks import deepfool, fgsm, pgd  # noqa: E402,F401
@@ -42,13 +44,23 @@ def run_attack(
     Unknown or missing settings raise ``ConfigError`` naming the key, so a typo in
     params.yaml fails before any computation.
     """
-    attack = ATTACKS.get(name)
+    check_settings(name, settings)
+    return ATTACKS.get(name)(model, x, y, generator=generator, **settings).detach()
+
+
+def check_settings(name: str, settings: dict, key: str = "attack") -> None:
+    """Reject an unknown attack, unknown settings and missing required ones, naming ``key``."""
+    attack = ATTACKS.get(name, key=f"{key}.name")
     params = inspect.signature(attack).parameters
     allowed = set(params) - _FIXED
-    for key in settings:
-        if key not in allowed:
-            raise ConfigError(f"attack.{key}", f"not a setting of attack {name!r}", allowed)
-    for key, param in params.items():
-        if key not in _FIXED and param.default is inspect.Parameter.empty and key not in settings:
-            raise ConfigError(f"attack.{key}", f"required by attack {name!r} and missing")
-    return attack(model, x, y, generator=generator, **settings).detach()
+    for setting in settings:
+        if setting not in allowed:
+            raise ConfigError(f"{key}.{setting}", f"not a setting of attack {name!r}", allowed)
+    for setting, param in params.items():
+        if setting not in _FIXED and param.default is inspect.Parameter.empty and setting not in settings:
+            raise ConfigError(f"{key}.{setting}", f"required by attack {name!r} and missing")
+
+
+def norm_of(name: str, settings: dict) -> str:
+    """The norm an attack with these settings bounds or minimises ("linf", "l2", "l1", …)."""
+    return settings.get("norm", DEFAULT_NORM.get(name, "linf"))

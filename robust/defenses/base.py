@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robust.attacks import ATTACKS, run_attack
+from robust.attacks import check_settings, run_attack
 from robust.errors import ConfigError
 from robust.registry import Registry
 
@@ -47,7 +47,6 @@ DEFENSES: Registry = Registry("defense", f"{KEY}.name")
 ARGUMENT_FOR_KEY = {"lambda": "lam"}
 KEY_FOR_ARGUMENT = {arg: key for key, arg in ARGUMENT_FOR_KEY.items()}
 
-_ATTACK_FIXED_ARGS = {"model", "x", "y", "generator"}
 
 
 def is_number(value: object) -> bool:
@@ -75,11 +74,8 @@ class AdversarialMix:
         if not isinstance(attack, Mapping) or "name" not in attack:
             raise ConfigError(f"{key}.attack", f"must be a mapping with a name and its settings, got {attack!r}")
         # checked now rather than at the first training step; values are checked by the attack itself
-        signature = inspect.signature(ATTACKS.get(attack["name"], key=f"{key}.attack.name")).parameters
         settings = {k: v for k, v in attack.items() if k != "name"}
-        allowed = {k for k in signature if k not in _ATTACK_FIXED_ARGS}
-        required = {k for k in allowed if signature[k].default is inspect.Parameter.empty}
-        _check_keys(settings, allowed, f"{key}.attack", required=required)
+        check_settings(attack["name"], settings, key=f"{key}.attack")
         return cls(float(fraction), attack["name"], types.MappingProxyType(settings))
 
 
