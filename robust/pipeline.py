@@ -54,7 +54,8 @@ def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
     """Merge the phase's settings (optimizer, l2) with the profile's scale (epochs, batch, lr)."""
     profile, settings = profile_settings(params)
     scale = require_mapping(lookup(settings, phase), f"profiles.{profile}.{phase}")
-    check_keys(scale, f"profiles.{profile}.{phase}", {"epochs", "batch_size", "lr"}, {"epochs", "batch_size", "lr"})
+    check_keys(scale, f"profiles.{profile}.{phase}", {"epochs", "batch_size", "lr", "milestones", "gamma"},
+               {"epochs", "batch_size", "lr"})
     own = require_mapping(lookup(params, key), key)
     return TrainConfig.from_params(key=key, seed=seed_of(params), **scale,
                                    **{k: v for k, v in own.items() if k in {"optimizer", "l2"}})

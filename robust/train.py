@@ -35,6 +35,8 @@ class TrainConfig:
     lr: float
     optimizer: str = "adam"
     l2: float = 0.0  # official-code style penalty l2 · Σ‖w‖²/2 over ``model.l2_weights()``
+    milestones: tuple[int, ...] = ()  # epochs after which the learning rate is multiplied by gamma
+    gamma: float = 0.1
     seed: int = 0
 
     @classmethod
@@ -46,6 +48,9 @@ class TrainConfig:
             lr=float(require_number(values["lr"], f"{key}.lr", low=0)),
             optimizer=values.get("optimizer", "adam"),
             l2=float(require_number(values.get("l2", 0.0), f"{key}.l2", low=0)),
+            milestones=tuple(int(require_number(m, f"{key}.milestones", low=1, integer=True))
+                             for m in values.get("milestones") or ()),
+            gamma=float(require_number(values.get("gamma", 0.1), f"{key}.gamma", low=0)),
             seed=seed,
         )
         if config.optimizer not in OPTIMIZERS:
@@ -76,12 +81,14 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
     """
     device = next(model.parameters()).device
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
     history: list[dict] = []
     start_epoch = 0
     if checkpoint is not None and checkpoint.exists():
         state = load_torch(checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
         defense.load_state_dict(state["defense"])
         history, start_epoch = state["history"], state["epoch"]
         log.info("%s: resuming after epoch %d from %s", desc, start_epoch, checkpoint)
@@ -112,7 +119,9 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
             for name, value in {"loss": float(loss.detach()), **logs}.items():
                 totals[name] = totals.get(name, 0.0) + float(value) * len(yb)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        row = {"epoch": epoch + 1, **{name: total / seen for name, total in sorted(totals.items())}}
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+               **{name: total / seen for name, total in sorted(totals.items())}}
+        schedule.step()
         if held_out is not None:
             row["held_out_accuracy"] = accuracy(model, *held_out, batch_size=config.batch_size)
         history.append(row)
@@ -120,7 +129,8 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
         log.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 4) for k, v in row.items()})
         if checkpoint is not None:
             save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "defense": defense.state_dict(), "history": history, "epoch": epoch + 1}, checkpoint)
+                        "schedule": schedule.state_dict(), "defense": defense.state_dict(),
+                        "history": history, "epoch": epoch + 1}, checkpoint)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     model.eval()

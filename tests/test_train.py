@@ -24,7 +24,7 @@ def _fresh_model(seed=0):
     return build_model("jakubovitz-mnist", in_shape=(1, 12, 12), num_classes=4, width=0.25)
 
 
-CONFIG = TrainConfig(epochs=3, batch_size=32, lr=3e-3, optimizer="adam", l2=1e-4, seed=5)
+CONFIG = TrainConfig(epochs=3, batch_size=32, lr=3e-3, optimizer="adam", l2=1e-4, milestones=(2,), gamma=0.5, seed=5)
 
 
 def test_training_learns_and_reports_history():
@@ -33,6 +33,7 @@ def test_training_learns_and_reports_history():
     before = accuracy(model, x, y)
     history, seconds = train(model, build_defense({"name": "none"}), x, y, CONFIG, held_out=(x, y))
     assert list(history.epoch) == [1, 2, 3] and len(seconds) == 3
+    assert list(history.lr) == pytest.approx([3e-3, 3e-3, 1.5e-3])  # the milestone schedule
     assert history.loss.iloc[-1] < history.loss.iloc[0]
     assert history.held_out_accuracy.iloc[-1] > max(before, 0.9)
     assert not model.training
