@@ -116,7 +116,7 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
             loss.backward()
             optimizer.step()
             seen += len(yb)
-            for name, value in {"loss": float(loss.detach()), **logs}.items():
+            for name, value in {**logs, "loss": float(loss.detach())}.items():  # loss: the full objective
                 totals[name] = totals.get(name, 0.0) + float(value) * len(yb)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
