@@ -6,8 +6,9 @@ if it is classified correctly both clean and attacked. Every adversarial batch i
 against its budget (‖δ‖ ≤ ε, x_adv ∈ [0, 1]) before it is counted.
 
 ρ_adv (Jakubovitz & Giryes §4.1; Moosavi-Dezfooli et al.) is the mean over *all* N points of
-‖δ_i‖₂/‖x_i‖₂ for DeepFool's minimal perturbation δ_i; points misclassified without attack
-contribute 0 (δ = 0), as in the adversary-critic official evaluation.
+‖δ_i‖/‖x_i‖ for the minimal perturbation δ_i of a minimal-perturbation attack (DeepFool, C&W,
+DDN), in the norm the attack minimises (L2 unless its settings say otherwise); points
+misclassified without attack contribute 0 (δ = 0), as in the adversary-critic evaluation code.
 """
 
 from __future__ import annotations
@@ -54,10 +55,15 @@ def parse_suite(suite: object, key: str = "attack.suite") -> list[AttackSpec]:
         entry = require_mapping(entry, entry_key)
         name = entry.pop("name", None)
         check_settings(name, entry, key=entry_key)
-        if "eps" in entry and (isinstance(entry["eps"], bool) or not isinstance(entry["eps"], (int, float))
-                               or not 0 <= entry["eps"] <= 1):
-            raise ConfigError(f"{entry_key}.eps", f"must be a number in [0, 1], got {entry['eps']!r}")
-        specs.append(AttackSpec(name, entry))
+        spec = AttackSpec(name, entry)
+        if "eps" in entry:
+            # ε is in pixel units: at most 1 under L∞; L2/L1 budgets may exceed 1 (e.g. L2 ε = 2 on MNIST)
+            high = 1.0 if spec.norm == "linf" else float("inf")
+            eps = entry["eps"]
+            if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps <= high:
+                raise ConfigError(f"{entry_key}.eps", f"must be a number in [0, {high:g}] for norm {spec.norm}, "
+                                  f"got {eps!r}")
+        specs.append(spec)
     return specs
 
 
@@ -104,8 +110,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequence
             with torch.no_grad():
                 robust.append(correct & (model(x_adv).argmax(1) == yb))
             if spec.name in MINIMAL_PERTURBATION:
-                delta = (x_adv - xb).flatten(1).norm(dim=1) * correct
-                ratios.append(delta / xb.flatten(1).norm(dim=1).clamp_min(1e-12))
+                order = NORM_ORDER[spec.norm]
+                delta = torch.linalg.vector_norm((x_adv - xb).flatten(1), ord=order, dim=1) * correct
+                ratios.append(delta / torch.linalg.vector_norm(xb.flatten(1), ord=order, dim=1).clamp_min(1e-12))
         steps = spec.settings.get("steps")
         rows.append(_row(spec.name, spec.norm, spec.eps, steps, "accuracy", torch.cat(robust).float().mean(), n))
         if ratios:

@@ -25,6 +25,10 @@ SETTINGS = {
     "fgsm": dict(eps=0.05),
     "pgd": dict(eps=0.05, steps=5, step_size=0.02),  # random_start=True: the generator matters
     "deepfool": dict(steps=20, overshoot=0.02),
+    "fgm": dict(eps=0.5),
+    "mim": dict(eps=0.05, steps=5, step_size=0.01),
+    "cw": dict(steps=10, binary_steps=2, initial_const=1.0),
+    "ddn": dict(steps=10),
 }
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -178,8 +182,8 @@ def test_bad_settings_raise_config_error_naming_the_key(trained, name, settings,
 
 def test_unknown_attack_lists_valid_names(trained):
     model, x, y = trained
-    with pytest.raises(ConfigError, match="deepfool, fgsm, pgd"):
-        run_attack("cw", model, x, y)
+    with pytest.raises(ConfigError, match=re.escape(", ".join(ATTACKS.names()))):
+        run_attack("no-such-attack", model, x, y)
 
 
 def test_inputs_outside_box_rejected(trained):

@@ -1,0 +1,77 @@
+"""The evaluation protocol: clean first, robust ≤ clean, budgets enforced, ρ_adv as defined."""
+
+import pytest
+import torch
+from torch import nn
+
+import robust.evaluate as evaluate_module
+from robust.errors import ConfigError
+from robust.evaluate import evaluate, fixed_subset, parse_suite
+
+
+def _linear_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    return model.eval()
+
+
+def _data():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(40, 1, 4, 4, generator=generator)
+    return x, _linear_model()(x).argmax(1)  # labels = predictions: every point starts correct
+
+
+SUITE = parse_suite([{"name": "fgsm", "eps": 0.05}, {"name": "deepfool", "steps": 50, "overshoot": 0.02}])
+
+
+def _values(rows):
+    return {(row["attack"], row["metric"]): row["value"] for row in rows}
+
+
+def test_rows_clean_first_and_robust_not_above_clean():
+    x, y = _data()
+    rows = evaluate(_linear_model(), x, y, SUITE, batch_size=16, seed=0)
+    assert rows[0]["attack"] == "clean" and rows[0]["metric"] == "accuracy"
+    values = _values(rows)
+    assert values["clean", "accuracy"] == 1.0
+    assert values["fgsm", "accuracy"] <= values["clean", "accuracy"]
+    assert values["deepfool", "accuracy"] == 0.0  # DeepFool crosses every linear boundary
+    assert values["deepfool", "rho_adv"] > 0
+    assert all(row["n"] == 40 for row in rows)
+
+
+def test_rho_adv_counts_misclassified_points_as_zero():
+    x, y = _data()
+    flipped = y.clone()
+    flipped[:20] = (y[:20] + 1) % 3  # half the points now misclassified
+    suite = SUITE[1:]
+    full = _values(evaluate(_linear_model(), x, y, suite, batch_size=16, seed=0))["deepfool", "rho_adv"]
+    half = _values(evaluate(_linear_model(), x, flipped, suite, batch_size=16, seed=0))["deepfool", "rho_adv"]
+    x_correct, y_correct = x[20:], y[20:]
+    second = _values(evaluate(_linear_model(), x_correct, y_correct, suite, batch_size=16, seed=0))
+    assert half == pytest.approx(second["deepfool", "rho_adv"] / 2, rel=1e-5)
+    assert half < full
+
+
+def test_an_attack_exceeding_its_budget_is_refused(monkeypatch):
+    x, y = _data()
+    monkeypatch.setattr(evaluate_module, "run_attack",
+                        lambda name, model, xb, yb, generator=None, **s: (xb + 2 * s["eps"]).clamp(0, 1))
+    with pytest.raises(AssertionError, match="exceeds"):
+        evaluate(_linear_model(), x, y, SUITE[:1], batch_size=16, seed=0)
+
+
+def test_eps_range_depends_on_the_norm():
+    parse_suite([{"name": "pgd", "norm": "l2", "eps": 2.0, "steps": 5, "step_size": 0.5}])
+    with pytest.raises(ConfigError, match=r"attack\.suite\[0\]\.eps"):
+        parse_suite([{"name": "pgd", "norm": "linf", "eps": 2.0, "steps": 5, "step_size": 0.5}])
+    with pytest.raises(ConfigError, match=r"attack\.suite\[1\]\.steps"):
+        parse_suite([{"name": "fgsm", "eps": 0.1}, {"name": "pgd", "eps": 0.1, "step_size": 0.01}])
+
+
+def test_fixed_subset_is_seeded_sorted_and_complete_when_n_is_none():
+    assert torch.equal(fixed_subset(100, 10, seed=3), fixed_subset(100, 10, seed=3))
+    assert not torch.equal(fixed_subset(100, 10, seed=3), fixed_subset(100, 10, seed=4))
+    subset = fixed_subset(100, 10, seed=3)
+    assert torch.equal(subset, subset.sort().values) and len(subset.unique()) == 10
+    assert torch.equal(fixed_subset(7, None, seed=0), torch.arange(7))
