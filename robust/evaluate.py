@@ -13,7 +13,7 @@ misclassified without attack contribute 0 (δ = 0), as in the adversary-critic e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch

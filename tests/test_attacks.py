@@ -18,7 +18,8 @@ from robust.attacks.fgsm import fgsm
 from robust.attacks.pgd import pgd
 from robust.errors import ConfigError
 
-N_CLASSES = 4
+from prototypes import N_CLASSES, accuracy, trained_classifier
+
 
 # settings each registered attack is exercised with; a new attack must add an entry here
 SETTINGS = {
@@ -34,42 +35,10 @@ SETTINGS = {
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def _task(gen: torch.Generator, n: int, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # prototypes near mid-grey plus mild noise: the [0, 1] box rarely binds, so failures of the
-    # unconstrained DeepFool step cannot hide behind clipping
-    y = torch.randint(0, N_CLASSES, (n,), generator=gen)
-    x = (protos[y] + 0.15 * torch.randn(n, 1, 8, 8, generator=gen)).clamp(0, 1)
-    return x, y
-
-
 @pytest.fixture(scope="module")
 def trained():
     """A small CNN (with BatchNorm, to make train/eval mode matter) fit to 4 noisy prototypes."""
-    gen = torch.Generator().manual_seed(0)
-    protos = 0.5 + 0.1 * (2 * torch.rand(N_CLASSES, 1, 8, 8, generator=gen) - 1)
-    x_train, y_train = _task(gen, 256, protos)
-    x_test, y_test = _task(gen, 64, protos)
-    with torch.random.fork_rng():  # module init uses the global RNG; keep it out of other tests
-        torch.manual_seed(0)
-        model = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-            nn.Linear(8 * 64, 32), nn.ReLU(), nn.Linear(32, N_CLASSES),
-        )
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x_train), y_train).backward()
-        opt.step()
-    model.eval().zero_grad(set_to_none=True)
-    with torch.no_grad():
-        clean_acc = (model(x_test).argmax(1) == y_test).float().mean().item()
-    assert clean_acc > 0.8, "fixture model failed to train; the attack tests below would be vacuous"
-    return model, x_test, y_test
-
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
+    return trained_classifier(64, min_accuracy=0.8)
 
 
 def _mean_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -206,10 +175,10 @@ def test_linf_attacks_stay_in_the_eps_ball(trained, eps):
 
 def test_pgd_accuracy_non_increasing_in_eps(trained):
     model, x, y = trained
-    accs = [_accuracy(model, x, y)]
+    accs = [accuracy(model, x, y)]
     for eps in (0.01, 0.02, 0.05, 0.1):
         x_adv = pgd(model, x, y, eps=eps, steps=10, step_size=eps / 4, random_start=False)
-        accs.append(_accuracy(model, x_adv, y))
+        accs.append(accuracy(model, x_adv, y))
     assert all(a >= b for a, b in zip(accs, accs[1:])), accs
     assert accs[-1] < 0.5 * accs[0], f"PGD barely hurts the model: {accs}"
 
@@ -220,12 +189,12 @@ def test_pgd_accuracy_non_increasing_in_steps_and_beats_fgsm(trained):
     accs, losses = [], []
     for steps in (1, 3, 10, 30):
         x_adv = pgd(model, x, y, eps=eps, steps=steps, step_size=eps / 4, random_start=False)
-        accs.append(_accuracy(model, x_adv, y))
+        accs.append(accuracy(model, x_adv, y))
         losses.append(_mean_ce(model, x_adv, y))
     assert all(a >= b for a, b in zip(accs, accs[1:])), accs
     x_fgsm = fgsm(model, x, y, eps=eps)
     assert losses[-1] >= _mean_ce(model, x_fgsm, y)
-    assert accs[-1] <= _accuracy(model, x_fgsm, y)
+    assert accs[-1] <= accuracy(model, x_fgsm, y)
 
 
 def test_pgd_one_full_step_without_random_start_is_fgsm(trained):

@@ -15,7 +15,6 @@ import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
@@ -29,42 +28,15 @@ from robust.attacks.mim import mim
 from robust.attacks.pgd import DEFAULT_SPARSITY, NORMS, pgd, sparse_l1_step
 from robust.errors import ConfigError
 
-N_CLASSES = 4
+from prototypes import accuracy, trained_classifier
+
 ORDER = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
-
-
-def _task(gen: torch.Generator, n: int, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    y = torch.randint(0, N_CLASSES, (n,), generator=gen)
-    x = (protos[y] + 0.15 * torch.randn(n, 1, 8, 8, generator=gen)).clamp(0, 1)
-    return x, y
 
 
 @pytest.fixture(scope="module")
 def trained():
     """A small CNN with BatchNorm fit to 4 noisy prototypes; 200 test points (0.5 points = 1 example)."""
-    gen = torch.Generator().manual_seed(0)
-    protos = 0.5 + 0.1 * (2 * torch.rand(N_CLASSES, 1, 8, 8, generator=gen) - 1)
-    x_train, y_train = _task(gen, 256, protos)
-    x_test, y_test = _task(gen, 200, protos)
-    with torch.random.fork_rng():  # module init uses the global RNG; keep it out of other tests
-        torch.manual_seed(0)
-        model = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-            nn.Linear(8 * 64, 32), nn.ReLU(), nn.Linear(32, N_CLASSES),
-        )
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x_train), y_train).backward()
-        opt.step()
-    model.eval().zero_grad(set_to_none=True)
-    assert _accuracy(model, x_test, y_test) > 0.85, "fixture model failed to train; the tests would be vacuous"
-    return model, x_test, y_test
-
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
+    return trained_classifier(200, min_accuracy=0.85)
 
 
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -169,9 +141,9 @@ def test_accuracy_non_increasing_in_eps(trained, case):
     radii = {"l2": (0.05, 0.1, 0.2, 0.4), "l1": (0.25, 0.5, 1.0, 2.0), "linf": (0.01, 0.02, 0.04, 0.08)}
     norm = BOUNDED[case][1]
     overrides = dict(random_start=False) if case.startswith("pgd") else {}
-    accs = [_accuracy(model, x, y)]
+    accs = [accuracy(model, x, y)]
     for eps in radii[norm]:
-        accs.append(_accuracy(model, _run(case, model, x, y, eps, **overrides), y))
+        accs.append(accuracy(model, _run(case, model, x, y, eps, **overrides), y))
     assert all(a >= b for a, b in zip(accs, accs[1:])), accs
     assert accs[-1] < 0.5 * accs[0], f"{case} barely hurts the model: {accs}"
 
@@ -182,7 +154,7 @@ def test_accuracy_non_increasing_in_eps(trained, case):
 def test_accuracy_non_increasing_in_steps(trained, case, eps, step_size):
     model, x, y = trained
     overrides = dict(random_start=False) if case.startswith("pgd") else {}
-    accs = [_accuracy(model, _run(case, model, x, y, eps, steps=steps, step_size=step_size, **overrides), y)
+    accs = [accuracy(model, _run(case, model, x, y, eps, steps=steps, step_size=step_size, **overrides), y)
             for steps in (1, 3, 10, 30)]
     assert all(a >= b for a, b in zip(accs, accs[1:])), accs
     assert accs[-1] < accs[0]
@@ -282,7 +254,7 @@ def test_pgd_l2_robust_accuracy_matches_torchattacks(trained):
         ours = pgd(model, x, y, eps=eps, norm="l2", steps=10, step_size=eps / 4, random_start=False)
         theirs = torchattacks.PGDL2(model, eps=eps, alpha=eps / 4, steps=10, random_start=False,
                                     eps_for_division=1e-30)(x, y)
-        assert abs(_accuracy(model, ours, y) - _accuracy(model, theirs, y)) <= 0.005
+        assert abs(accuracy(model, ours, y) - accuracy(model, theirs, y)) <= 0.005
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
 
 
@@ -291,7 +263,7 @@ def test_mim_robust_accuracy_matches_torchattacks(trained):
     for eps in (0.02, 0.05):
         ours = mim(model, x, y, eps=eps, steps=10, step_size=eps / 10, decay=1.0)
         theirs = torchattacks.MIFGSM(model, eps=eps, alpha=eps / 10, steps=10, decay=1.0)(x, y)
-        assert abs(_accuracy(model, ours, y) - _accuracy(model, theirs, y)) <= 0.005
+        assert abs(accuracy(model, ours, y) - accuracy(model, theirs, y)) <= 0.005
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from robust.errors import ConfigError
 from robust.io import save_torch

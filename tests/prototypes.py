@@ -1,0 +1,44 @@
+"""A small trained classifier shared by the attack tests: a CNN with BatchNorm fit to noisy prototypes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_CLASSES = 4
+
+
+def _task(gen: torch.Generator, n: int, protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # prototypes near mid-grey plus mild noise: the [0, 1] box rarely binds, so failures of
+    # unconstrained steps (DeepFool) cannot hide behind clipping
+    y = torch.randint(0, N_CLASSES, (n,), generator=gen)
+    x = (protos[y] + 0.15 * torch.randn(n, 1, 8, 8, generator=gen)).clamp(0, 1)
+    return x, y
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def trained_classifier(n_test: int, min_accuracy: float) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The model in eval mode and ``n_test`` held-out points; BatchNorm makes train/eval mode matter."""
+    gen = torch.Generator().manual_seed(0)
+    protos = 0.5 + 0.1 * (2 * torch.rand(N_CLASSES, 1, 8, 8, generator=gen) - 1)
+    x_train, y_train = _task(gen, 256, protos)
+    x_test, y_test = _task(gen, n_test, protos)
+    with torch.random.fork_rng():  # module init uses the global RNG; keep it out of other tests
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+            nn.Linear(8 * 64, 32), nn.ReLU(), nn.Linear(32, N_CLASSES),
+        )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(x_train), y_train).backward()
+        opt.step()
+    model.eval().zero_grad(set_to_none=True)
+    assert accuracy(model, x_test, y_test) > min_accuracy, "fixture model failed to train; tests would be vacuous"
+    return model, x_test, y_test
