@@ -31,5 +31,7 @@ TABLE3 = register_table(Table(
         "Adversarial training mixes DeepFool examples into each batch; the paper reports, per row, the "
         "best percentage of Appendix F (10–50%) without saying which; the study file states the one used.",
         "ρ_adv averages ‖δ‖₂/‖x‖₂ over all evaluated points; misclassified points contribute 0.",
+        "The paper gives no λ for the input-gradient and cross-Lipschitz rows: ours (1 and 0.01) are "
+        "calibration choices, stated in studies/jakubovitz2018.yaml.",
     ),
 ))
