@@ -35,5 +35,8 @@ def stage(func: Callable) -> Callable:
         except ConfigError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
+        except FloatingPointError as error:  # a diverged training run: nothing is written
+            click.echo(f"error: {error}", err=True)
+            sys.exit(3)
 
     return wrapper

@@ -112,7 +112,9 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
             if config.l2 > 0:
                 loss = loss + config.l2 * sum(w.pow(2).sum() for w in model.l2_weights()) / 2
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: non-finite loss at epoch {epoch + 1} ({logs})")
+                # Stop before a broken model could be checkpointed or evaluated; name every loss term.
+                terms = ", ".join(f"{name}={value:.4g}" for name, value in logs.items())
+                raise FloatingPointError(f"{desc}: non-finite loss at epoch {epoch + 1} ({terms})")
             loss.backward()
             optimizer.step()
             seen += len(yb)

@@ -92,3 +92,30 @@ def test_bad_train_config(field, value, key):
     values = {"epochs": 1, "batch_size": 8, "lr": 0.1, "optimizer": "sgd", field: value}
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         TrainConfig.from_params(key="pretrain", seed=0, **values)
+
+
+class _Diverging:
+    """A defense whose loss turns into NaN at its third batch."""
+
+    generator = None
+
+    def __init__(self):
+        self.calls = 0
+
+    def training_step(self, model, x, y):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        if self.calls == 3:
+            loss = loss * float("nan")
+        return loss, {"ce": float(loss.detach())}
+
+    def state_dict(self):
+        return {}
+
+
+def test_divergence_stops_training_naming_run_epoch_and_terms(tmp_path):
+    x, y = _toy_data()
+    checkpoint = tmp_path / "resume.pt"
+    with pytest.raises(FloatingPointError, match=r"finetune r1: non-finite loss at epoch 1 \(ce=nan\)"):
+        train(_fresh_model(), _Diverging(), x, y, CONFIG, checkpoint=checkpoint, desc="finetune r1")
+    assert not checkpoint.exists()  # no epoch completed: nothing to resume from, nothing half-written
