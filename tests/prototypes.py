@@ -42,3 +42,20 @@ def trained_classifier(n_test: int, min_accuracy: float) -> tuple[nn.Module, tor
     model.eval().zero_grad(set_to_none=True)
     assert accuracy(model, x_test, y_test) > min_accuracy, "fixture model failed to train; tests would be vacuous"
     return model, x_test, y_test
+
+
+def fit_with_defense(model: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor, *, steps: int,
+                     lr: float = 1e-2) -> nn.Module:
+    """Full-batch Adam steps of a defense's training step, the way the trainer takes them; eval mode after."""
+    from robust.defenses import build_defense
+
+    defense = build_defense(params)
+    defense.generator = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        model.train()
+        opt.zero_grad()
+        loss, _ = defense.training_step(model, x, y)
+        loss.backward()
+        opt.step()
+    return model.eval()

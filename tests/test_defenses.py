@@ -18,6 +18,8 @@ from robust.defenses.base import hyperparameters
 from robust.errors import ConfigError
 from robust.jacobian import jacobian_frobenius_sq
 
+from prototypes import fit_with_defense
+
 K = 5
 FGSM = {"name": "fgsm", "eps": 0.1}
 
@@ -199,17 +201,8 @@ def test_jacobian_training_reduces_the_jacobian_norm_compared_with_plain_trainin
     x_test, _ = batch(64, seed=2)
 
     def train(params: dict) -> float:
-        model = tiny_cnn()
-        defense = build_defense(params)
-        defense.generator = torch.Generator().manual_seed(0)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(STEPS):
-            model.train()
-            opt.zero_grad()
-            loss, _ = defense.training_step(model, x, y)
-            loss.backward()
-            opt.step()
-        return jacobian_frobenius_sq(model.eval(), x_test).sqrt().mean().item()
+        model = fit_with_defense(tiny_cnn(), params, x, y, steps=STEPS)
+        return jacobian_frobenius_sq(model, x_test).sqrt().mean().item()
 
     plain = train({"name": "none"})
     regularised = train({"name": "jacobian", "lambda": 1.0})

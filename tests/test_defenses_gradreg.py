@@ -17,6 +17,8 @@ from robust.defenses.cross_lipschitz import cross_lipschitz_from_jacobian
 from robust.errors import ConfigError
 from robust.jacobian import input_jacobian
 
+from prototypes import fit_with_defense
+
 K = 4
 SHAPE = (1, 6, 6)
 LAM = 0.3
@@ -173,17 +175,8 @@ def test_training_lowers_the_regularised_quantity_compared_with_plain_training(p
     x_test, y_test = batch(64, seed=2, dtype=torch.float32)
 
     def train(params: dict) -> float:
-        model = tiny_cnn(dropout=True, dtype=torch.float32)
-        defense = build_defense(params)
-        defense.generator = torch.Generator().manual_seed(0)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(STEPS):
-            model.train()
-            opt.zero_grad()
-            loss, _ = defense.training_step(model, x, y)
-            loss.backward()
-            opt.step()
-        return measure(model.eval(), x_test, y_test)
+        model = fit_with_defense(tiny_cnn(dropout=True, dtype=torch.float32), params, x, y, steps=STEPS)
+        return measure(model, x_test, y_test)
 
     plain = train({"name": "none"})
     regularised = train(params)
