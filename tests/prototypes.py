@@ -59,3 +59,21 @@ def fit_with_defense(model: nn.Module, params: dict, x: torch.Tensor, y: torch.T
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def affine_classifier(gen: torch.Generator, n_classes: int, n: int = 32):
+    """A random affine classifier in float64 and ``n`` points it labels itself (every point correct).
+
+    Its class regions are polytopes, so the exact distance to the closest boundary is known.
+    Returns (model, linear layer, x, logits, y).
+    """
+    dim = 3 * 4 * 4
+    linear = nn.Linear(dim, n_classes).double()
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(n_classes, dim, generator=gen, dtype=torch.float64))
+        linear.bias.copy_(torch.randn(n_classes, generator=gen, dtype=torch.float64))
+    model = nn.Sequential(nn.Flatten(), linear)
+    x = 0.4 + 0.2 * torch.rand(n, 3, 4, 4, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        logits = model(x)
+    return model, linear, x, logits, logits.argmax(1)

@@ -18,7 +18,7 @@ from robust.attacks.fgsm import fgsm
 from robust.attacks.pgd import pgd
 from robust.errors import ConfigError
 
-from prototypes import N_CLASSES, accuracy, trained_classifier
+from prototypes import N_CLASSES, accuracy, affine_classifier, trained_classifier
 
 
 # settings each registered attack is exercised with; a new attack must add an entry here
@@ -232,16 +232,7 @@ def test_deepfool_is_closer_than_a_successful_fgsm(trained):
 @pytest.mark.parametrize("overshoot", [0.0, 0.02, 0.5])
 def test_deepfool_is_exact_on_affine_models(n_classes, overshoot):
     gen = torch.Generator().manual_seed(n_classes)
-    dim = 3 * 4 * 4
-    linear = nn.Linear(dim, n_classes).double()
-    with torch.no_grad():
-        linear.weight.copy_(torch.randn(n_classes, dim, generator=gen, dtype=torch.float64))
-        linear.bias.copy_(torch.randn(n_classes, generator=gen, dtype=torch.float64))
-    model = nn.Sequential(nn.Flatten(), linear)
-    x = 0.4 + 0.2 * torch.rand(32, 3, 4, 4, generator=gen, dtype=torch.float64)
-    with torch.no_grad():
-        logits = model(x)
-    y = logits.argmax(1)
+    model, linear, x, logits, y = affine_classifier(gen, n_classes)
 
     # closest facet of the affine class region: min_k (f_y − f_k) / ‖w_y − w_k‖
     w, rows = linear.weight.detach(), torch.arange(len(y))

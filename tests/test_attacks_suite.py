@@ -28,7 +28,7 @@ from robust.attacks.mim import mim
 from robust.attacks.pgd import DEFAULT_SPARSITY, NORMS, pgd, sparse_l1_step
 from robust.errors import ConfigError
 
-from prototypes import accuracy, trained_classifier
+from prototypes import accuracy, affine_classifier, trained_classifier
 
 ORDER = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
 
@@ -291,16 +291,7 @@ def test_deepfool_linf_flips_correct_points_with_a_smaller_linf_distance(trained
 def test_deepfool_linf_is_exact_on_affine_models(overshoot):
     # min L∞ distance from x to the facet {(w_y − w_k)·x + b_y − b_k = 0} is gap / ‖w_y − w_k‖₁
     gen = torch.Generator().manual_seed(1)
-    dim, n_classes = 3 * 4 * 4, 5
-    linear = nn.Linear(dim, n_classes).double()
-    with torch.no_grad():
-        linear.weight.copy_(torch.randn(n_classes, dim, generator=gen, dtype=torch.float64))
-        linear.bias.copy_(torch.randn(n_classes, generator=gen, dtype=torch.float64))
-    model = nn.Sequential(nn.Flatten(), linear)
-    x = 0.4 + 0.2 * torch.rand(32, 3, 4, 4, generator=gen, dtype=torch.float64)
-    with torch.no_grad():
-        logits = model(x)
-    y = logits.argmax(1)
+    model, linear, x, logits, y = affine_classifier(gen, 5)
     w, rows = linear.weight.detach(), torch.arange(len(y))
     w_diff = w.unsqueeze(0) - w[y].unsqueeze(1)
     dist = (logits[rows, y].unsqueeze(1) - logits) / w_diff.abs().sum(2)
