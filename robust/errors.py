@@ -20,3 +20,15 @@ class ConfigError(ValueError):
                 allowed = ", ".join(sorted(str(a) for a in allowed))
             message += f" (allowed: {allowed})"
         super().__init__(message)
+
+
+class MissingExtra(ImportError):
+    """An optional dependency (a pip extra) needed by one feature is not installed.
+
+    The evaluation skips what needs it and says so in one line, e.g.
+    ``attack 'boundary' needs foolbox: pip install 'robust[foolbox]'``.
+    """
+
+    def __init__(self, feature: str, package: str, extra: str):
+        self.feature, self.package, self.extra = feature, package, extra
+        super().__init__(f"{feature} needs {package}: pip install 'robust[{extra}]'")
