@@ -10,36 +10,38 @@ import pandas as pd
 from tabulate import tabulate
 
 from robust.io import save_json, save_parquet, save_text
+from robust.results import RESULT_COLUMNS, SORT_KEYS, metric_key
+from robust.sanity import violations
 from robust.tables import TABLES, render_index, render_table
+from robust.tables.transfer import transfer_matrices
 
-ROW_ORDER = ["run", "study", "dataset", "arch", "defense", "profile", "seed",
-             "attack", "norm", "eps", "steps", "metric", "value", "n"]
+# What summary.json keeps of each run (the headline numbers `dvc metrics diff` compares); the
+# full rows, norms and success rates included, are in results.parquet.
+SUMMARY_METRICS = ("accuracy", "rho_adv", "auc", "jacobian_fro")
 
 
 def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
-    frames = [pd.read_parquet(path) for path in paths]
-    results = pd.concat(frames, ignore_index=True)[ROW_ORDER]
-    return results.sort_values(["run", "attack", "eps", "steps", "metric"], kind="stable").reset_index(drop=True)
-
-
-def metric_key(row) -> str:
-    """A stable, flat name for one metric of one run, e.g. ``pgd_linf_eps0.1_accuracy``."""
-    if row.attack == "clean":
-        return row.metric
-    eps = "" if math.isnan(row.eps) else f"_{row.norm}_eps{row.eps:g}"
-    return f"{row.attack}{eps}_{row.metric}"
+    frames = [frame for frame in (pd.read_parquet(path) for path in paths) if not frame.empty]
+    results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS]
+    return results.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
 
 
 def summarize(results: pd.DataFrame) -> dict:
-    """``{run: {metric_key: value}}`` — the shape ``dvc metrics diff`` compares."""
+    """``{run: {metric_key: value, ..., checks_violated: count}}`` — the shape ``dvc metrics diff`` compares."""
     summary: dict[str, dict[str, float]] = {}
-    for row in results.itertuples(index=False):
-        summary.setdefault(row.run, {})[metric_key(row)] = round(row.value, 6)
+    headline = results[results.metric.isin(SUMMARY_METRICS)]
+    for row in headline.itertuples(index=False):
+        if not math.isnan(row.value):  # JSON has no NaN
+            summary.setdefault(row.run, {})[metric_key(row)] = round(row.value, 6)
+    failed = violations(results).groupby("run").size()
+    for run, metrics in summary.items():
+        metrics["checks_violated"] = int(failed.get(run, 0))
     return summary
 
 
 def run_table(results: pd.DataFrame, run: str) -> str:
-    rows = [[metric_key(row), f"{row.value:.4f}", row.n] for row in results[results.run == run].itertuples()]
+    own = results[(results.run == run) & results.metric.isin(SUMMARY_METRICS)]
+    rows = [[metric_key(row), f"{row.value:.4f}", row.n] for row in own.itertuples()]
     return tabulate(rows, headers=[f"{run}", "value", "n"], tablefmt="simple")
 
 
@@ -50,5 +52,7 @@ def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_
     save_json(summarize(results), summary_out)
     for table_id in TABLES:
         save_text(render_table(TABLES.get(table_id), results), tables_dir / f"{table_id}.md")
+    for study, page in transfer_matrices(results).items():
+        save_text(page, tables_dir / f"transfer-{study}.md")
     save_text(render_index(results), tables_dir / "README.md")
     return results

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
+import pandas as pd
 from tabulate import tabulate
 
 from robust.errors import ConfigError
+from robust.sanity import violations
 from robust.tables import TABLES
 
 
@@ -43,6 +46,26 @@ def report(table_id: str | None, metrics_dir: Path) -> None:
     index = metrics_dir / "tables" / "README.md"
     if index.exists():
         click.echo("\n" + index.read_text())
+
+
+@cli.command()
+@click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
+              type=click.Path(path_type=Path, file_okay=False))
+def audit(metrics_dir: Path) -> None:
+    """List every violated sanity check (gradient masking, broken attacks); exit code 1 if any."""
+    path = metrics_dir / "results.parquet"
+    if not path.exists():
+        raise click.ClickException(f"{path} does not exist: run `dvc repro` first")
+    results = pd.read_parquet(path)
+    checks = results[results.metric.str.startswith("check_")]
+    failed = violations(results)
+    click.echo(f"{len(checks)} checks over {checks.run.nunique()} runs, {len(failed)} violated")
+    if failed.empty:
+        return
+    columns = ["run", "source", "attack", "norm", "eps", "steps", "metric"]
+    click.echo(tabulate(failed[columns], headers="keys", showindex=False, tablefmt="simple"))
+    click.echo("\nWhat each check means: robust/sanity.py. Affected cells are marked ⚠ in metrics/tables.")
+    sys.exit(1)
 
 
 def _fmt(value: float | None) -> str:

@@ -5,36 +5,67 @@ first; then every attack of the suite on the whole subset, a point counting as r
 if it is classified correctly both clean and attacked. Every adversarial batch is checked
 against its budget (‖δ‖ ≤ ε, x_adv ∈ [0, 1]) before it is counted.
 
-ρ_adv (Jakubovitz & Giryes §4.1; Moosavi-Dezfooli et al.) is the mean over *all* N points of
-‖δ_i‖/‖x_i‖ for the minimal perturbation δ_i of a minimal-perturbation attack (DeepFool, C&W,
-DDN), in the norm the attack minimises (L2 unless its settings say otherwise); points
-misclassified without attack contribute 0 (δ = 0), as in the adversary-critic evaluation code.
+Metrics per attack (and per ε of a sweep):
+
+- ``accuracy`` — robust accuracy over all N points;
+- ``success_rate`` — the fraction of clean-correct points whose prediction the attack flips;
+- ``mean_norm`` / ``median_norm`` — ‖δ‖ in the attack's norm over the flipped points (NaN
+  when none flipped);
+- ``rho_adv`` (minimal-perturbation attacks only; Jakubovitz & Giryes §4.1, Moosavi-Dezfooli
+  et al.) — the mean over *all* N points of ‖δ_i‖/‖x_i‖ for the attack's minimal δ_i, in the
+  norm it minimises; points misclassified without attack contribute 0 (δ = 0), as in the
+  adversary-critic evaluation code;
+- ``auc`` (once per sweep, i.e. a suite entry whose ``eps`` is a list) — the trapezoidal area
+  under accuracy-vs-ε over the grid, divided by the grid's width so that a model accurate at
+  every ε scores 1 (AFD Table 2: "normalized to have a maximum allowable value of 1").
+
+An entry may carry a ``label`` (e.g. ``lrc-decay8``): two entries of one attack that differ
+only in settings other than norm, ε and steps must be told apart by one.
+
+A suite entry ``{name: pgd, eps: [0.1, 0.2, 0.3], step_size: [0.01, 0.02, 0.03], steps: 40}``
+is a sweep: one attack per ε, and every other setting given as a list of the same length is
+taken element by element (step sizes usually scale with ε).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robust.attacks import ATTACKS, MINIMAL_PERTURBATION, check_settings, norm_of, run_attack
-from robust.errors import ConfigError
+from robust.attacks import (
+    ATTACKS,
+    MINIMAL_PERTURBATION,
+    check_settings,
+    norm_of,
+    run_attack,
+)
+from robust.errors import ConfigError, MissingExtra
 from robust.jacobian import jacobian_frobenius_sq
 from robust.params import require_mapping
 
+log = logging.getLogger(__name__)
 BUDGET_TOLERANCE = 1e-5
 NORM_ORDER = {"linf": float("inf"), "l2": 2.0, "l1": 1.0}
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """One entry of an attack suite, validated against the attack's signature."""
+    """One attack of a suite at one ε, validated against the attack's signature.
+
+    ``sweep`` is the index of the suite entry a swept ε came from (None for a single ε): the
+    attacks sharing it form one accuracy-vs-ε curve.
+    """
 
     name: str
     settings: dict = field(default_factory=dict)
+    sweep: int | None = None
+    label: str = ""  # tells apart entries of one attack that differ in other settings than norm/ε/steps
 
     @property
     def norm(self) -> str:
@@ -44,9 +75,18 @@ class AttackSpec:
     def eps(self) -> float | None:
         return self.settings.get("eps")
 
+    @property
+    def steps(self) -> int | None:
+        return self.settings.get("steps")
+
+    @property
+    def identity(self) -> tuple:
+        """What tells this attack's result rows apart from the others of a run."""
+        return self.name, self.label, self.norm, self.eps, self.steps
+
 
 def parse_suite(suite: object, key: str = "attack.suite") -> list[AttackSpec]:
-    """Validate a params attack suite: a non-empty list of ``{name: ..., <setting>: ...}``."""
+    """Validate a params attack suite: a non-empty list of ``{name: ..., <setting>: ...}``; ε lists sweep."""
     if not isinstance(suite, Sequence) or isinstance(suite, str) or not suite:
         raise ConfigError(key, "must be a non-empty list of attacks", ATTACKS.names())
     specs = []
@@ -54,17 +94,41 @@ def parse_suite(suite: object, key: str = "attack.suite") -> list[AttackSpec]:
         entry_key = f"{key}[{index}]"
         entry = require_mapping(entry, entry_key)
         name = entry.pop("name", None)
+        label = entry.pop("label", "")
+        if not isinstance(label, str):
+            raise ConfigError(f"{entry_key}.label", f"must be a string, got {label!r}")
         check_settings(name, entry, key=entry_key)
-        spec = AttackSpec(name, entry)
-        if "eps" in entry:
-            # ε is in pixel units: at most 1 under L∞; L2/L1 budgets may exceed 1 (e.g. L2 ε = 2 on MNIST)
-            high = 1.0 if spec.norm == "linf" else float("inf")
-            eps = entry["eps"]
-            if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps <= high:
-                raise ConfigError(f"{entry_key}.eps", f"must be a number in [0, {high:g}] for norm {spec.norm}, "
-                                  f"got {eps!r}")
-        specs.append(spec)
+        for settings, sweep in _expand_sweep(entry, entry_key, index):
+            spec = AttackSpec(name, settings, sweep, label)
+            if "eps" in settings:
+                _check_eps(settings["eps"], spec.norm, f"{entry_key}.eps")
+            if any(other.identity == spec.identity for other in specs):
+                raise ConfigError(f"{entry_key}.label", f"another {name} entry has the same norm, ε and steps: "
+                                  "give one of them a distinct label")
+            specs.append(spec)
     return specs
+
+
+def _expand_sweep(entry: dict, key: str, index: int) -> list[tuple[dict, int | None]]:
+    lists = {name: value for name, value in entry.items() if isinstance(value, (list, tuple))}
+    if not lists:
+        return [(entry, None)]
+    grid = lists.get("eps")
+    if not grid:
+        raise ConfigError(f"{key}.{next(iter(lists))}", "a list of values needs a non-empty eps list to sweep over")
+    for name, values in lists.items():
+        if len(values) != len(grid):
+            raise ConfigError(f"{key}.{name}", f"has {len(values)} values but eps has {len(grid)}")
+    if len(set(grid)) != len(grid):
+        raise ConfigError(f"{key}.eps", f"a sweep's ε values must be distinct, got {list(grid)}")
+    return [({**entry, **{name: values[i] for name, values in lists.items()}}, index) for i in range(len(grid))]
+
+
+def _check_eps(eps: object, norm: str, key: str) -> None:
+    # ε is in pixel units: at most 1 under L∞; L2/L1 budgets may exceed 1 (e.g. L2 ε = 2 on MNIST)
+    high = 1.0 if norm == "linf" else float("inf")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps <= high:
+        raise ConfigError(key, f"must be a number in [0, {high:g}] for norm {norm}, got {eps!r}")
 
 
 def fixed_subset(n_total: int, n: int | None, seed: int) -> torch.Tensor:
@@ -72,6 +136,17 @@ def fixed_subset(n_total: int, n: int | None, seed: int) -> torch.Tensor:
     if n is None or n >= n_total:
         return torch.arange(n_total)
     return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+@dataclass
+class Outcome:
+    """What one attack did to every evaluated point (CPU tensors, one entry per point)."""
+
+    spec: AttackSpec
+    robust: torch.Tensor  # correct both clean and attacked
+    flipped: torch.Tensor  # correct clean, wrong attacked
+    norms: torch.Tensor  # ‖x_adv − x‖ in the attack's norm
+    x_adv: torch.Tensor | None = None  # kept only when asked for (transfer attacks)
 
 
 def _check_budget(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor) -> None:
@@ -83,43 +158,113 @@ def _check_budget(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor) -> Non
             raise AssertionError(f"attack {spec.name}: ‖δ‖ ({spec.norm}) = {worst:.6f} exceeds ε = {spec.eps}")
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequence[AttackSpec], *,
-             batch_size: int, seed: int) -> list[dict]:
-    """Metric rows ``{attack, norm, eps, steps, metric, value, n}`` for one model."""
-    model.eval()
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    batches = list(zip(x.split(batch_size), y.split(batch_size)))
-    clean_correct, jac_norms = [], []
-    for xb, yb in tqdm(batches, desc="clean", leave=False):
-        xb, yb = xb.to(device), yb.to(device)
-        with torch.no_grad():
-            clean_correct.append(model(xb).argmax(1) == yb)
-        jac_norms.append(jacobian_frobenius_sq(model, xb).sqrt().detach())
-    clean_correct = torch.cat(clean_correct)
-    n = len(y)
-    rows = [_row("clean", "", None, None, "accuracy", clean_correct.float().mean(), n),
-            _row("clean", "", None, None, "jacobian_fro", torch.cat(jac_norms).mean(), n)]
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(zip(x.split(batch_size), y.split(batch_size)))
 
-    for spec in suite:
-        robust, ratios = [], []
-        for (xb, yb), correct in zip(tqdm(batches, desc=spec.name, leave=False), clean_correct.split(batch_size)):
-            xb, yb = xb.to(device), yb.to(device)
-            x_adv = run_attack(spec.name, model, xb, yb, generator=generator, **spec.settings)
-            _check_budget(spec, xb, x_adv)
-            with torch.no_grad():
-                robust.append(correct & (model(x_adv).argmax(1) == yb))
-            if spec.name in MINIMAL_PERTURBATION:
-                order = NORM_ORDER[spec.norm]
-                delta = torch.linalg.vector_norm((x_adv - xb).flatten(1), ord=order, dim=1) * correct
-                ratios.append(delta / torch.linalg.vector_norm(xb.flatten(1), ord=order, dim=1).clamp_min(1e-12))
-        steps = spec.settings.get("steps")
-        rows.append(_row(spec.name, spec.norm, spec.eps, steps, "accuracy", torch.cat(robust).float().mean(), n))
-        if ratios:
-            rows.append(_row(spec.name, spec.norm, spec.eps, steps, "rho_adv", torch.cat(ratios).mean(), n))
+
+def predictions(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's predicted classes for ``x`` (on CPU), in batches on the model's device."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(batch_size)])
+
+
+def attack_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, correct: torch.Tensor, *,
+                  batch_size: int, generator: torch.Generator, keep: bool = False) -> Outcome:
+    """Run one attack over all points in batches and record what it did to each."""
+    device = next(model.parameters()).device
+    robust, norms, kept = [], [], []
+    for xb, yb in tqdm(_batches(x, y, batch_size), desc=spec.name, leave=False):
+        xb, yb = xb.to(device), yb.to(device)
+        x_adv = run_attack(spec.name, model, xb, yb, generator=generator, **spec.settings)
+        _check_budget(spec, xb, x_adv)
+        with torch.no_grad():
+            robust.append((model(x_adv).argmax(1) == yb).cpu())
+        norms.append(torch.linalg.vector_norm((x_adv - xb).flatten(1), ord=NORM_ORDER[spec.norm], dim=1).cpu())
+        if keep:
+            kept.append(x_adv.cpu())
+    robust = correct & torch.cat(robust)
+    return Outcome(spec, robust, correct & ~robust, torch.cat(norms), torch.cat(kept) if keep else None)
+
+
+def outcome_rows(outcome: Outcome, x: torch.Tensor, correct: torch.Tensor) -> list[dict]:
+    spec, n = outcome.spec, len(correct)
+    rows = [_row(spec, "accuracy", outcome.robust.float().mean(), n),
+            _row(spec, "success_rate", outcome.flipped.sum() / correct.sum().clamp_min(1), n)]
+    fooled = outcome.norms[outcome.flipped]
+    nan = torch.tensor(float("nan"))
+    rows += [_row(spec, "mean_norm", fooled.mean() if len(fooled) else nan, n),
+             _row(spec, "median_norm", fooled.median() if len(fooled) else nan, n)]
+    if spec.name in MINIMAL_PERTURBATION:
+        size = torch.linalg.vector_norm(x.flatten(1), ord=NORM_ORDER[spec.norm], dim=1).clamp_min(1e-12)
+        rows.append(_row(spec, "rho_adv", (outcome.norms * correct / size).mean(), n))
     return rows
 
 
-def _row(attack: str, norm: str, eps, steps, metric: str, value: torch.Tensor, n: int) -> dict:
-    return {"attack": attack, "norm": norm, "eps": float("nan") if eps is None else float(eps),
-            "steps": -1 if steps is None else int(steps), "metric": metric, "value": float(value), "n": n}
+def sweep_auc(eps: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Area under accuracy-vs-ε (trapezoids over the sorted grid) divided by the grid's width."""
+    pairs = sorted(zip(eps, accuracy))
+    width = pairs[-1][0] - pairs[0][0]
+    if width <= 0:
+        raise ValueError("an AUC needs at least two distinct ε values")
+    area = sum((e1 - e0) * (a0 + a1) / 2 for (e0, a0), (e1, a1) in pairwise(pairs))
+    return area / width
+
+
+def auc_rows(outcomes: Sequence[Outcome]) -> list[dict]:
+    rows = []
+    for sweep in sorted({o.spec.sweep for o in outcomes if o.spec.sweep is not None}):
+        members = [o for o in outcomes if o.spec.sweep == sweep]
+        if len(members) < 2:
+            continue
+        value = sweep_auc([o.spec.eps for o in members], [o.robust.float().mean().item() for o in members])
+        first = members[0].spec
+        spec = AttackSpec(first.name, {k: v for k, v in first.settings.items() if k != "eps"}, sweep, first.label)
+        rows.append(_row(spec, "auc", torch.tensor(value), len(members[0].robust)))
+    return rows
+
+
+@dataclass
+class Evaluation:
+    rows: list[dict]  # {attack, norm, eps, steps, metric, value, n}
+    outcomes: list[Outcome]  # one per attack that ran
+    correct: torch.Tensor  # clean correctness of every point
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequence[AttackSpec], *,
+             batch_size: int, seed: int, keep: Sequence[AttackSpec] = ()) -> Evaluation:
+    """Metric rows for one model under a suite, with each attack's outcome.
+
+    Attacks that need an optional dependency which is not installed are skipped with a
+    one-line warning; ``keep`` names the specs whose adversarial examples are returned.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    clean_correct, jac_norms = [], []
+    for xb, yb in tqdm(_batches(x, y, batch_size), desc="clean", leave=False):
+        xb, yb = xb.to(device), yb.to(device)
+        with torch.no_grad():
+            clean_correct.append((model(xb).argmax(1) == yb).cpu())
+        jac_norms.append(jacobian_frobenius_sq(model, xb).sqrt().detach().cpu())
+    correct = torch.cat(clean_correct)
+    clean = AttackSpec("clean")
+    rows = [_row(clean, "accuracy", correct.float().mean(), len(y)),
+            _row(clean, "jacobian_fro", torch.cat(jac_norms).mean(), len(y))]
+    outcomes = []
+    for spec in suite:
+        try:
+            outcome = attack_points(model, x, y, spec, correct, batch_size=batch_size, generator=generator,
+                                    keep=spec in keep)
+        except MissingExtra as missing:
+            log.warning("skipping %s", missing)
+            continue
+        outcomes.append(outcome)
+        rows += outcome_rows(outcome, x, correct)
+    return Evaluation(rows + auc_rows(outcomes), outcomes, correct)
+
+
+def _row(spec: AttackSpec, metric: str, value: torch.Tensor, n: int) -> dict:
+    return {"attack": spec.name, "label": spec.label, "norm": "" if spec.name == "clean" else spec.norm,
+            "eps": float("nan") if spec.eps is None else float(spec.eps),
+            "steps": -1 if spec.steps is None else int(spec.steps), "metric": metric, "value": float(value), "n": n}

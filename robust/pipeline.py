@@ -15,11 +15,22 @@ import torch
 
 from robust import data
 from robust.defenses import build_defense
+from robust.errors import ConfigError
 from robust.evaluate import evaluate, fixed_subset, parse_suite
 from robust.io import load_torch, save_json, save_parquet, save_torch
 from robust.models import build_model
-from robust.params import check_keys, lookup, profile_settings, require_mapping, require_number, seed_of
+from robust.params import (
+    check_keys,
+    lookup,
+    profile_settings,
+    require_mapping,
+    require_number,
+    seed_of,
+)
+from robust.results import RESULT_COLUMNS
+from robust.sanity import large_eps_check, large_eps_settings, suite_checks
 from robust.train import TrainConfig, seed_everything, train
+from robust.transfer import load_sources, save_adversarial, transfer_rows
 
 log = logging.getLogger(__name__)
 RESUME_DIR = Path("data/.resume")
@@ -108,24 +119,69 @@ def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFra
               out_dir / "cost.json")
 
 
-def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, out: Path) -> pd.DataFrame:
-    """Evaluate a trained run under its attack suite; one tidy row per metric."""
+def _attack_settings(params: Mapping, attack_key: str) -> tuple[dict, int, int | None]:
+    """The run's attack config, its batch size and the profile's evaluation subset size."""
     config = require_mapping(lookup(params, attack_key), attack_key)
-    check_keys(config, attack_key, {"suite", "batch_size"}, {"suite"})
-    suite = parse_suite(config["suite"], f"{attack_key}.suite")
+    check_keys(config, attack_key, {"suite", "batch_size", "transfer", "sanity"}, {"suite"})
     profile, settings = profile_settings(params)
     n = settings.get("eval_examples")
     if n is not None:
         require_number(n, f"profiles.{profile}.eval_examples", low=1, integer=True)
     batch_size = int(require_number(config.get("batch_size", 500), f"{attack_key}.batch_size", low=1, integer=True))
+    return config, batch_size, n
+
+
+def _evaluation_subset(data_dir: Path, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, y = data.load_split(data_dir, "test")
+    subset = fixed_subset(len(y), n, seed)
+    return x[subset], y[subset], subset
+
+
+def _frame(rows: list[dict], model_config: dict, profile: str, seed: int) -> pd.DataFrame:
+    meta = {"run": model_config["run"], "study": model_config["study"], "dataset": model_config["dataset"],
+            "arch": model_config["arch"], "defense": model_config["defense"]["name"], "profile": profile, "seed": seed}
+    return pd.DataFrame([{**meta, "source": "", **row} for row in rows], columns=RESULT_COLUMNS)
+
+
+def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, out: Path,
+               adversarial_out: Path) -> pd.DataFrame:
+    """Evaluate a trained run under its attack suite and sanity checks; one tidy row per metric.
+
+    The adversarial examples of the config's ``transfer`` attacks are saved to
+    ``adversarial_out`` for the transfer stage of the study's runs.
+    """
+    config, batch_size, n = _attack_settings(params, attack_key)
+    suite = parse_suite(config["suite"], f"{attack_key}.suite")
+    transfer = parse_suite(config["transfer"], f"{attack_key}.transfer") if config.get("transfer") else []
+    large_eps, max_accuracy = large_eps_settings(config.get("sanity"), f"{attack_key}.sanity")
     seed = seed_of(params)
     seed_everything(seed)
     model, model_config = _load_model(run_dir / "model.pt")
-    x, y = data.load_split(data_dir, "test")
-    subset = fixed_subset(len(y), n, seed)
-    rows = evaluate(model, x[subset], y[subset], suite, batch_size=batch_size, seed=seed)
-    meta = {"run": model_config["run"], "study": model_config["study"], "dataset": model_config["dataset"],
-            "arch": model_config["arch"], "defense": model_config["defense"]["name"], "profile": profile, "seed": seed}
-    frame = pd.DataFrame([{**meta, **row} for row in rows])
+    x, y, subset = _evaluation_subset(data_dir, n, seed)
+    extra = [spec for spec in transfer if spec not in suite]
+    for spec in extra:
+        if any(spec.identity == other.identity for other in suite):
+            raise ConfigError(f"{attack_key}.transfer", f"a {spec.name} entry matches a suite entry's norm, ε and "
+                              "steps but not its other settings: give it a distinct label")
+    result = evaluate(model, x, y, [*suite, *extra], batch_size=batch_size, seed=seed, keep=transfer)
+    rows = result.rows + large_eps_check(model, x, y, result, large_eps, max_accuracy, batch_size=batch_size,
+                                         seed=seed)
+    rows += suite_checks(rows)
+    frame = _frame(rows, model_config, profile_settings(params)[0], seed)
+    save_adversarial(result.outcomes, subset, adversarial_out)
+    save_parquet(frame, out)
+    return frame
+
+
+def transfer_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, sources_dir: Path,
+                 out: Path) -> pd.DataFrame:
+    """Classify every study run's transfer examples with this run's model: one column of the matrix."""
+    _, batch_size, n = _attack_settings(params, attack_key)
+    seed = seed_of(params)
+    model, model_config = _load_model(run_dir / "model.pt")
+    x, y, subset = _evaluation_subset(data_dir, n, seed)
+    rows = transfer_rows(model, x, y, subset, load_sources(sources_dir), target=model_config["run"],
+                         batch_size=batch_size)
+    frame = _frame(rows, model_config, profile_settings(params)[0], seed)
     save_parquet(frame, out)
     return frame

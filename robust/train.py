@@ -9,7 +9,10 @@ from the checkpoint of epoch ``e - 1`` continues exactly as an uninterrupted run
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +62,39 @@ class TrainConfig:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed the global RNG (weight init, dropout) and make kernels deterministic."""
+    """Seed the global RNG (weight init, dropout) and make kernels deterministic (docs/determinism.md)."""
+    # torch releases before 2.9 refuse deterministic cuBLAS without it; read when cuBLAS starts
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=False)
     torch.backends.cudnn.benchmark = False
+    # TF32 convolutions (on by default on Ampere and newer) round far beyond fp32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
+
+
+def check_divergence(loss: torch.Tensor, logs: Mapping[str, float], limits: Mapping[str, float], *, desc: str,
+                     epoch: int) -> None:
+    """Stop a diverged run before a broken model can be checkpointed or evaluated.
+
+    Diverged means a non-finite objective or logged term (a defense's extra networks log their
+    own losses, e.g. a discriminator's), or a term beyond the defense's ``divergence_limits``
+    (an exploding discriminator). The message names the run, the epoch, the offending term and
+    every term's value.
+    """
+    bad = [name for name, value in logs.items() if not math.isfinite(value)]
+    if not torch.isfinite(loss):
+        bad.insert(0, "loss")
+    bad += [name for name, limit in limits.items() if name in logs and abs(logs[name]) > limit and name not in bad]
+    if bad:
+        terms = ", ".join(f"{name}={value:.4g}" for name, value in logs.items())
+        limit_note = "".join(f"; |{name}| limit {limits[name]:g}" for name in bad if name in limits)
+        raise FloatingPointError(f"{desc}: diverged at epoch {epoch} in {', '.join(bad)} "
+                                 f"(loss={float(loss.detach()):.4g}, {terms}{limit_note})")
 
 
 def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
@@ -111,10 +139,7 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
             loss, logs = defense.training_step(model, xb, yb)
             if config.l2 > 0:
                 loss = loss + config.l2 * sum(w.pow(2).sum() for w in model.l2_weights()) / 2
-            if not torch.isfinite(loss):
-                # Stop before a broken model could be checkpointed or evaluated; name every loss term.
-                terms = ", ".join(f"{name}={value:.4g}" for name, value in logs.items())
-                raise FloatingPointError(f"{desc}: non-finite loss at epoch {epoch + 1} ({terms})")
+            check_divergence(loss, logs, defense.divergence_limits, desc=desc, epoch=epoch + 1)
             loss.backward()
             optimizer.step()
             seen += len(yb)

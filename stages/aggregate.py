@@ -1,4 +1,4 @@
-"""DVC stage `aggregate`: all runs' rows → results parquet, summary.json, paper tables."""
+"""DVC stage `aggregate`: all runs' rows (white-box and transfer) → results parquet, summary.json, paper tables."""
 
 from pathlib import Path
 
@@ -9,13 +9,15 @@ from robust.stage import stage
 
 
 @click.command()
-@click.argument("results_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("results_dirs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--results-out", required=True, type=click.Path(path_type=Path))
 @click.option("--summary", "summary_out", required=True, type=click.Path(path_type=Path))
 @click.option("--tables", "tables_dir", required=True, type=click.Path(path_type=Path))
 @stage
-def main(results_dir, results_out, summary_out, tables_dir) -> None:
-    frame = aggregate(sorted(results_dir.glob("*.parquet")), results_out=results_out, summary_out=summary_out, tables_dir=tables_dir)
+def main(results_dirs, results_out, summary_out, tables_dir) -> None:
+    """Collect the parquet files of every RESULTS_DIR (white-box results, transfer results)."""
+    paths = sorted(path for directory in results_dirs for path in directory.glob("*.parquet"))
+    frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir)
     click.echo(run_table(frame, "main"))
 
 

@@ -3,6 +3,7 @@ own invariants, exact DeepFool answers on affine models, and agreement with torc
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -10,16 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
+from prototypes import N_CLASSES, accuracy, affine_classifier, trained_classifier
 from torch import nn
 
 from robust.attacks import ATTACKS, MINIMAL_PERTURBATION, run_attack
-from robust.attacks.deepfool import STEP_SLACK, deepfool
+from robust.attacks.deepfool import STEP_SLACK, boundary_gaps, deepfool
+from robust.attacks.external import missing_extra
 from robust.attacks.fgsm import fgsm
 from robust.attacks.pgd import pgd
 from robust.errors import ConfigError
-
-from prototypes import N_CLASSES, accuracy, affine_classifier, trained_classifier
-
 
 # settings each registered attack is exercised with; a new attack must add an entry here
 SETTINGS = {
@@ -30,8 +30,22 @@ SETTINGS = {
     "mim": dict(eps=0.05, steps=5, step_size=0.01),
     "cw": dict(steps=10, binary_steps=2, initial_const=1.0),
     "ddn": dict(steps=10),
+    "high_confidence": dict(steps=20, step_clip=0.1, confidence=0.9),
+    "jsma": dict(eps=0.5, steps=5),  # target="random": the generator matters
+    "uniform_noise": dict(eps=0.05, draws=3),
+    "autoattack": dict(eps=0.05, steps=5, queries=50),
+    "boundary": dict(eps=0.5, steps=20),  # needs foolbox
+    "brendel_bethge": dict(eps=0.05, steps=5),  # needs foolbox and numba; numba compiles ~1 min once
+    "lrc": dict(sigma=0.05, decay_length=2.0, draws=3),
 }
 
+def _runnable(name: str):
+    """The attack as a test parameter, skipped with the install hint when its optional extra is missing."""
+    missing = missing_extra(name)
+    return pytest.param(name, marks=pytest.mark.skipif(missing is not None, reason=str(missing)))
+
+
+ATTACK_NAMES = [_runnable(name) for name in sorted(SETTINGS)]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -59,7 +73,7 @@ def test_every_registered_attack_has_test_settings():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_output_keeps_shape_dtype_device_box(trained, name, dtype, device):
     model, x, y = trained
     model = model.to(device=device, dtype=dtype)
@@ -77,7 +91,7 @@ def test_output_keeps_shape_dtype_device_box(trained, name, dtype, device):
 
 
 @pytest.mark.parametrize("training", [False, True])
-@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_mode_flags_and_grads_untouched(trained, name, training):
     model, x, y = trained
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -96,7 +110,7 @@ def test_mode_flags_and_grads_untouched(trained, name, training):
         model.eval()
 
 
-@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_same_generator_seed_same_output_and_global_rng_unused(trained, name):
     model, x, y = trained
     rng_before = torch.get_rng_state()
@@ -266,6 +280,61 @@ def test_deepfool_reads_the_number_of_classes_from_the_model():
     x_adv = deepfool(model, x, y)
     with torch.no_grad():
         assert (model(x_adv).argmax(1) != y).all()
+
+
+def test_deepfool_gradient_gaps_are_jacobian_rows_minus_the_label_row(trained):
+    # K − 1 backward passes seeded with e_k − e_y stand for the K-row Jacobian: w'_k = ∇f_k − ∇f_y
+    # and f'_k = f_k − f_y for every class k ≠ y, in class order
+    model, x, y = trained
+    model, x = copy.deepcopy(model).double(), x.double()  # float64: equal up to rounding
+    x_in = x.clone().requires_grad_(True)
+    f_diff, w_diff = boundary_gaps(x_in, model(x_in), y)
+    with torch.no_grad():
+        logits = model(x)
+    # eval mode: examples are independent, so the batch sum's Jacobian holds each example's own
+    jac = torch.autograd.functional.jacobian(lambda z: model(z).sum(0), x).transpose(0, 1).flatten(2)
+    others = torch.tensor([[k for k in range(N_CLASSES) if k != label] for label in y.tolist()])
+    rows, label = torch.arange(len(y)).unsqueeze(1), y.unsqueeze(1)
+    torch.testing.assert_close(w_diff, jac[rows, others] - jac[rows, label], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(f_diff, logits[rows, others] - logits[rows, label], rtol=1e-12, atol=1e-12)
+
+
+def test_deepfool_batched_equals_one_example_at_a_time(trained):
+    # examples leave the batch as they flip (or start misclassified); the others must not notice
+    model, x, y = trained
+    x, y = x[:24], y[:24]
+    one_at_a_time = torch.cat([deepfool(model, x[i:i + 1], y[i:i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(deepfool(model, x, y), one_at_a_time, rtol=0, atol=1e-5)
+
+
+class _RowCounter(nn.Module):
+    """Counts the example rows that go through the forward and the backward passes of ``inner``."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.forward_rows, self.backward_rows = inner, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forward_rows += len(x)
+        if x.requires_grad:
+            x.register_hook(self._count_backward)
+        return self.inner(x)
+
+    def _count_backward(self, grad: torch.Tensor) -> None:
+        self.backward_rows += len(grad)
+
+
+def test_deepfool_backpropagates_once_per_other_class_and_never_through_flipped_examples():
+    # an affine model is fooled in one step: a forward pass to linearise, K − 1 backward passes,
+    # and one forward pass that finds the example flipped and backpropagates nothing
+    n_classes = 7
+    model, _, x, _, y = affine_classifier(torch.Generator().manual_seed(n_classes), n_classes)
+    counter = _RowCounter(model)
+    x_adv = deepfool(counter, x, y, steps=50)
+    with torch.no_grad():
+        assert (model(x_adv).argmax(1) != y).all()
+    assert counter.forward_rows == 2 * len(x)
+    assert counter.backward_rows == (n_classes - 1) * len(x)
 
 
 # ---------------------------------------------------------------- torchattacks cross-check

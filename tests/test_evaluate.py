@@ -30,7 +30,7 @@ def _values(rows):
 
 def test_rows_clean_first_and_robust_not_above_clean():
     x, y = _data()
-    rows = evaluate(_linear_model(), x, y, SUITE, batch_size=16, seed=0)
+    rows = evaluate(_linear_model(), x, y, SUITE, batch_size=16, seed=0).rows
     assert rows[0]["attack"] == "clean" and rows[0]["metric"] == "accuracy"
     values = _values(rows)
     assert values["clean", "accuracy"] == 1.0
@@ -45,10 +45,10 @@ def test_rho_adv_counts_misclassified_points_as_zero():
     flipped = y.clone()
     flipped[:20] = (y[:20] + 1) % 3  # half the points now misclassified
     suite = SUITE[1:]
-    full = _values(evaluate(_linear_model(), x, y, suite, batch_size=16, seed=0))["deepfool", "rho_adv"]
-    half = _values(evaluate(_linear_model(), x, flipped, suite, batch_size=16, seed=0))["deepfool", "rho_adv"]
+    full = _values(evaluate(_linear_model(), x, y, suite, batch_size=16, seed=0).rows)["deepfool", "rho_adv"]
+    half = _values(evaluate(_linear_model(), x, flipped, suite, batch_size=16, seed=0).rows)["deepfool", "rho_adv"]
     x_correct, y_correct = x[20:], y[20:]
-    second = _values(evaluate(_linear_model(), x_correct, y_correct, suite, batch_size=16, seed=0))
+    second = _values(evaluate(_linear_model(), x_correct, y_correct, suite, batch_size=16, seed=0).rows)
     assert half == pytest.approx(second["deepfool", "rho_adv"] / 2, rel=1e-5)
     assert half < full
 
@@ -58,7 +58,7 @@ def test_an_attack_exceeding_its_budget_is_refused(monkeypatch):
     monkeypatch.setattr(evaluate_module, "run_attack",
                         lambda name, model, xb, yb, generator=None, **s: (xb + 2 * s["eps"]).clamp(0, 1))
     with pytest.raises(AssertionError, match="exceeds"):
-        evaluate(_linear_model(), x, y, SUITE[:1], batch_size=16, seed=0)
+        evaluate(_linear_model(), x, y, SUITE[:1], batch_size=16, seed=0).rows
 
 
 def test_eps_range_depends_on_the_norm():

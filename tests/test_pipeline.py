@@ -53,17 +53,24 @@ def project(tmp_path_factory):
 
 def test_repro_writes_metrics_tables_and_summary(project):
     root, _, log = project
-    for stage in ["prepare@main", "pretrain@main", "defense-finetune@main", "attack@main", "aggregate",
-                  "defense-finetune@jakubovitz2018-table3-jacobian"]:
+    for stage in ["prepare@main", "pretrain@main", "defense-finetune@main", "attack@main", "transfer@main",
+                  "aggregate", "defense-finetune@jakubovitz2018-table3-jacobian"]:
         assert f"Running stage '{stage}'" in log
     results = pd.read_parquet(root / "metrics/results.parquet")
     assert set(results.run) >= {"main", "jakubovitz2018-table3-none", "jakubovitz2018-table3-jacobian-at"}
-    main = results[results.run == "main"].set_index(["attack", "metric"]).value
-    assert 0.5 < main["clean", "accuracy"] <= 1
-    assert main["pgd", "accuracy"] <= main["clean", "accuracy"]
-    assert main["deepfool", "rho_adv"] > 0
+    main = results[(results.run == "main") & (results.source == "")]
+    value = main.set_index(["attack", "eps", "metric"]).value.dropna()
+    headline = main[main.eps.isna() | (main.eps == 0.1)].set_index(["attack", "metric"]).value
+    assert 0.5 < headline["clean", "accuracy"] <= 1
+    assert headline["pgd", "accuracy"] <= headline["fgsm", "accuracy"] <= headline["clean", "accuracy"]
+    assert headline["deepfool", "rho_adv"] > 0 and headline["deepfool", "success_rate"] > 0.9
+    assert value["pgd", 0.5, "accuracy"] <= 0.05  # the large-ε sanity attack reaches ~0 on a plain model
+    checks = main[main.metric.str.startswith("check_")]
+    assert set(checks.metric) == {"check_iterative_le_single_step", "check_large_eps_reaches_zero"}
+    assert (root / "data/transfer/main.parquet").exists() and (root / "data/adversarial/main/main.pt").exists()
     summary = json.loads((root / "metrics/summary.json").read_text())
-    assert {"accuracy", "deepfool_rho_adv", "fgsm_linf_eps0.1_accuracy"} <= set(summary["main"])
+    assert {"accuracy", "deepfool_l2_steps50_rho_adv", "fgsm_linf_eps0.1_accuracy",
+            "checks_violated"} <= set(summary["main"])
     table = (root / "metrics/tables/jakubovitz2018-table3.md").read_text()
     assert "99.08" in table and "smoke / digits" in table
     assert "accuracy" in log  # the closing summary table of the aggregate stage
@@ -89,10 +96,10 @@ def test_changing_lambda_reruns_only_the_main_run(project):
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "baseline"], root, env)
     log = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "defense.lambda=0.5"], root, env)
-    for stage in ["defense-finetune@main", "attack@main", "aggregate"]:
+    for stage in ["defense-finetune@main", "attack@main", "transfer@main", "aggregate"]:
         assert f"Running stage '{stage}'" in log
     for stage in ["prepare@main", "pretrain@main", "defense-finetune@jakubovitz2018-table3-jacobian",
-                  "attack@jakubovitz2018-table3-none"]:
+                  "attack@jakubovitz2018-table3-none", "transfer@jakubovitz2018-table3-none"]:
         assert f"Stage '{stage}' didn't change, skipping" in log
     diff = _run([sys.executable, "-m", "dvc", "metrics", "diff", "--json"], root, env)
     changed = json.loads(diff)["metrics/summary.json"]
@@ -105,9 +112,18 @@ def test_report_prints_summary_and_tables(project):
     metrics = str(root / "metrics")
     result = CliRunner().invoke(cli, ["report", "--metrics", metrics])
     assert result.exit_code == 0, result.output
-    assert "main" in result.output and "deepfool_rho_adv" in result.output
+    assert "main" in result.output and "deepfool_l2_steps50_rho_adv" in result.output
     assert "jakubovitz2018-table3" in result.output
     table = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "jakubovitz2018-table3"])
     assert table.exit_code == 0 and "Jacobian regularization" in table.output
     unknown = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "nope"])
     assert unknown.exit_code != 0 and "jakubovitz2018-table3" in unknown.output
+
+
+def test_audit_lists_the_checks(project):
+    root, _, _ = project
+    result = CliRunner().invoke(cli, ["audit", "--metrics", str(root / "metrics")])
+    results = pd.read_parquet(root / "metrics/results.parquet")
+    failed = results[results.metric.str.startswith("check_") & (results.value < 1)]
+    assert result.exit_code == (1 if len(failed) else 0), result.output
+    assert f"{len(failed)} violated" in result.output

@@ -64,6 +64,8 @@ BAD = [  # (params key to change, new value, params key the error must name, sta
     ("attack.suite", [{"name": "pgd", "eps": 0.1, "steps": 10, "step_size": 0.01, "restarts": 3}],
      "attack.suite[0].restarts", "attack"),
     ("profiles.smoke.eval_examples", 0, "eval_examples", "attack"),
+    ("attack.sanity", {"large_eps": 3}, "attack.sanity.large_eps", "attack"),
+    ("attack.transfer", [{"name": "pgd", "eps": 0.1}], "attack.transfer[0].steps", "attack"),
 ]
 
 
@@ -75,7 +77,7 @@ def _run_stage(stage, params, root, out):
     if stage == "finetune":
         return finetune_run(params, "defense", "finetune", root / "base", root / "prepared", out,
                             name="main", study="main")
-    return attack_run(params, "attack", root / "base", root / "prepared", out / "rows.parquet")
+    return attack_run(params, "attack", root / "base", root / "prepared", out / "rows.parquet", out / "adv.pt")
 
 
 @pytest.mark.parametrize("key, value, named, stage", BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])

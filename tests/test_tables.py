@@ -16,7 +16,7 @@ PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
 
 def _rows(run, profile="smoke", accuracy=0.9, rho=0.25):
     meta = {"run": run, "study": "s", "dataset": "digits", "arch": "a", "defense": "none", "profile": profile,
-            "seed": 0, "norm": "", "eps": math.nan, "steps": -1, "n": 10}
+            "seed": 0, "source": "", "label": "", "norm": "", "eps": math.nan, "steps": -1, "n": 10}
     return [{**meta, "attack": "clean", "metric": "accuracy", "value": accuracy},
             {**meta, "attack": "deepfool", "norm": "l2", "steps": 50, "metric": "rho_adv", "value": rho}]
 
@@ -68,5 +68,20 @@ def test_summary_keys_are_flat_and_stable():
     results = pd.DataFrame(_rows("main") + [{**_rows("main")[0], "attack": "pgd", "norm": "linf", "eps": 0.1,
                                              "steps": 10, "value": 0.5}])
     summary = summarize(results)
-    assert summary == {"main": {"accuracy": 0.9, "deepfool_rho_adv": 0.25, "pgd_linf_eps0.1_accuracy": 0.5}}
+    assert summary == {"main": {"accuracy": 0.9, "deepfool_l2_steps50_rho_adv": 0.25,
+                                "pgd_linf_eps0.1_steps10_accuracy": 0.5, "checks_violated": 0}}
     assert metric_key(next(results.itertuples())) == "accuracy"
+
+
+def test_cells_questioned_by_a_failed_check_are_flagged():
+    table = TABLES.get("jakubovitz2018-table3")
+    run = table.runs()[0]
+    check = {**_rows(run)[1], "attack": "pgd", "norm": "linf", "eps": 0.5, "steps": 20,
+             "metric": "check_large_eps_reaches_zero"}
+    passing = pd.DataFrame([r for name in table.runs() for r in _rows(name)] + [{**check, "value": 1.0}])
+    failing = pd.DataFrame([r for name in table.runs() for r in _rows(name)] + [{**check, "value": 0.0}])
+    assert "⚠" not in render_table(table, passing)
+    flagged = [line for line in render_table(table, failing).splitlines() if "⚠" in line and line.startswith("|")]
+    # only the attacked column of the failing run: its clean accuracy is not questioned
+    assert len(flagged) == 1 and flagged[0].count("⚠") == 1 and "25.00 ⚠" in flagged[0]
+    assert "robust audit" in render_table(table, failing)

@@ -95,27 +95,38 @@ def test_bad_train_config(field, value, key):
 
 
 class _Diverging:
-    """A defense whose loss turns into NaN at its third batch."""
+    """A GAN-style defense: cross-entropy plus a logged discriminator loss that goes bad at batch 3."""
 
     generator = None
+    divergence_limits = {"disc_loss": 100.0}
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, bad_term: str, bad_value: float):
+        self.calls, self.bad_term, self.bad_value = 0, bad_term, bad_value
 
     def training_step(self, model, x, y):
         self.calls += 1
         loss = torch.nn.functional.cross_entropy(model(x), y)
+        logs = {"ce": float(loss.detach()), "disc_loss": 0.7}
         if self.calls == 3:
-            loss = loss * float("nan")
-        return loss, {"ce": float(loss.detach())}
+            if self.bad_term == "loss":
+                loss = loss * self.bad_value
+            else:
+                logs[self.bad_term] = self.bad_value
+        return loss, logs
 
     def state_dict(self):
         return {}
 
 
-def test_divergence_stops_training_naming_run_epoch_and_terms(tmp_path):
+@pytest.mark.parametrize("term, value, message", [
+    ("loss", float("nan"), r"finetune r1: diverged at epoch 1 in loss \(loss=nan, ce=[0-9.]+, disc_loss=0.7\)"),
+    ("disc_loss", float("inf"), r"finetune r1: diverged at epoch 1 in disc_loss \(loss=.*, disc_loss=inf; "),
+    ("disc_loss", 1e6,
+     r"finetune r1: diverged at epoch 1 in disc_loss \(.*disc_loss=1e\+06; \|disc_loss\| limit 100\)"),
+])
+def test_divergence_stops_training_naming_run_epoch_and_terms(tmp_path, term, value, message):
     x, y = _toy_data()
     checkpoint = tmp_path / "resume.pt"
-    with pytest.raises(FloatingPointError, match=r"finetune r1: non-finite loss at epoch 1 \(ce=nan\)"):
-        train(_fresh_model(), _Diverging(), x, y, CONFIG, checkpoint=checkpoint, desc="finetune r1")
+    with pytest.raises(FloatingPointError, match=message):
+        train(_fresh_model(), _Diverging(term, value), x, y, CONFIG, checkpoint=checkpoint, desc="finetune r1")
     assert not checkpoint.exists()  # no epoch completed: nothing to resume from, nothing half-written

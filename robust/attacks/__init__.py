@@ -20,14 +20,17 @@ from robust.errors import ConfigError
 from robust.registry import Registry
 
 ATTACKS: Registry = Registry("attack", "attack.suite[].name")
-MINIMAL_PERTURBATION: set[str] = {"cw", "ddn", "deepfool"}
+MINIMAL_PERTURBATION: set[str] = {"cw", "ddn", "deepfool", "high_confidence"}
 # The norm each attack bounds (or minimises) when its settings have no ``norm`` key.
 DEFAULT_NORM: dict[str, str] = {
     "fgsm": "linf", "fgm": "l2", "pgd": "linf", "mim": "linf", "deepfool": "l2", "cw": "l2", "ddn": "l2",
+    "high_confidence": "l2",
+    "jsma": "linf", "uniform_noise": "linf", "lrc": "linf",
+    "autoattack": "linf", "boundary": "l2", "brendel_bethge": "linf",
 }
 
 # imported for their @ATTACKS.register side effect; after ATTACKS exists
-from robust.attacks import cw, ddn, deepfool, fgm, fgsm, mim, pgd  # noqa: E402,F401
+from robust.attacks import cw, ddn, deepfool, external, fgm, fgsm, high_confidence, jsma, mim, noise, pgd  # noqa: E402,F401
 
 _FIXED = {"model", "x", "y", "generator"}
 

@@ -5,7 +5,8 @@
   machine. Simplified relative to MNIST: the images are upsampled to 28×28 so that MNIST
   architectures accept them; they carry no more detail than the 8×8 originals.
 - ``mnist`` (LeCun et al., 1998), ``svhn`` (Netzer et al., 2011), ``cifar10`` / ``cifar100``
-  (Krizhevsky, 2009): the standard train/test splits, unchanged, through ``torchvision.datasets``.
+  (Krizhevsky, 2009): the standard train/test splits, unchanged, through ``torchvision.datasets``;
+  the files are checked against torchvision's md5 tables first (``robust.datasets.checksums``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robust.datasets.checksums import verify_torchvision_files
 from robust.datasets.core import DATASETS, RawDataset, split_pool
+from robust.datasets.idx import MNIST_TEST_MD5
 from robust.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,31 +65,42 @@ def _labels(data) -> torch.Tensor:
     return torch.as_tensor(np.asarray(data), dtype=torch.int64)
 
 
-def _open_torchvision(name: str, cls_name: str, root: Path, split_kwargs: dict, expected: str):
+def _open_torchvision(name: str, cls: type, root: Path, split_kwargs: dict, expected: str, known: dict[str, str]):
     """Build a torchvision dataset offline first, then with download; one ConfigError if both fail."""
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, cls_name)
     try:
         return cls(str(root), download=False, **split_kwargs)
     except (RuntimeError, OSError) as offline_error:
         log.info("%s not found under %s (%s); trying to download", name, root, offline_error)
         try:
-            return cls(str(root), download=True, **split_kwargs)
+            dataset = cls(str(root), download=True, **split_kwargs)
         except (RuntimeError, OSError) as online_error:
+            # a download that arrived corrupt is named with its digests rather than as "not found"
+            verify_torchvision_files(cls, root, known)
             raise ConfigError(
                 "data.root",
                 f"dataset '{name}' is not under {root} and could not be downloaded ({online_error}); "
                 f"expected {expected} under {root}",
             ) from online_error
+        verify_torchvision_files(cls, root, known)
+        return dataset
 
 
-def _torchvision_loader(name: str, cls_name: str, layout: str, expected: str, split_kwargs: dict[str, dict]):
+def _torchvision_loader(
+    name: str, cls_name: str, layout: str, expected: str, split_kwargs: dict[str, dict],
+    known: dict[str, str] | None = None,
+):
+    """``known``: md5 of decompressed files torchvision's tables do not cover (file name → md5)."""
+
     def load(root: str | Path | None = None) -> RawDataset:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
         root_path = Path(root if root is not None else DEFAULT_RAW_ROOT)
+        # before torchvision opens anything: MNIST would read a corrupt file without complaint
+        verify_torchvision_files(cls, root_path, known)
         parts = {}
         for split in ("train", "test"):
-            ds = _open_torchvision(name, cls_name, root_path, split_kwargs[split], expected)
+            ds = _open_torchvision(name, cls, root_path, split_kwargs[split], expected, known or {})
             labels = ds.labels if hasattr(ds, "labels") else ds.targets  # SVHN names them .labels
             parts[split] = (_nchw_uint8(ds.data, layout), _labels(labels))
         # SVHN has no .classes; torchvision maps its digit "10" to label 0, so labels are the digits.
@@ -94,14 +108,17 @@ def _torchvision_loader(name: str, cls_name: str, layout: str, expected: str, sp
         return RawDataset(*parts["train"], *parts["test"], classes, f"torchvision.datasets.{cls_name}(root='{root_path}')")
 
     load.__name__ = f"load_{name}"
-    load.__doc__ = f"torchvision.datasets.{cls_name}, standard train/test split, from ``root`` (default {DEFAULT_RAW_ROOT})."
+    load.__doc__ = (
+        f"torchvision.datasets.{cls_name}, standard train/test split, from ``root`` (default {DEFAULT_RAW_ROOT}); "
+        "files are checked against torchvision's md5 tables."
+    )
     return DATASETS.register(name)(load)
 
 
 _TRAIN_TEST = {"train": {"train": True}, "test": {"train": False}}
 load_mnist = _torchvision_loader(
     "mnist", "MNIST", "NHW",
-    "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", _TRAIN_TEST,
+    "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", _TRAIN_TEST, known=MNIST_TEST_MD5,
 )
 load_svhn = _torchvision_loader(
     "svhn", "SVHN", "NCHW",

@@ -8,13 +8,13 @@ of MNIST's 60,000 images, so accuracies are not comparable with published MNIST 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from robust.datasets.checksums import digest, require_digest
 from robust.datasets.core import DATASETS, RawDataset, require_path, split_pool
 from robust.errors import ConfigError
 
@@ -27,16 +27,25 @@ MNIST_TEST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+# sha256 of the same decompressed files, computed from the offline copy in ../shared/data/mnist
+# (`zcat t10k-…-ubyte.gz | sha256sum`); decompressed, so a plain or re-gzipped copy passes too.
+# The .gz files there: images 167310007f03058885c7e95e6c0b19c20de5c7fd3031f4cbdadc9014a523d80b,
+# labels fc607395669ec21321ea83e4b82c0544b7e8e63ff5b34337c06bc0a17cc0da3c.
+MNIST_TEST_SHA256 = {
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
 DEFAULT_MNIST10K_ROOT = "../shared/data/mnist"
 MNIST10K_TRAIN = 8000
 
 
-def _read_idx(path: Path, ndim: int, md5: str | None) -> np.ndarray:
+def _read_idx(path: Path, ndim: int, digests: dict[str, str]) -> np.ndarray:
+    """The array in ``path``; ``digests`` maps hashlib names to hex digests of the decompressed bytes."""
     raw = require_path(Path(path), "an IDX file (plain or .gz)").read_bytes()
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
         raw = gzip.decompress(raw)
-    if md5 is not None and (digest := hashlib.md5(raw).hexdigest()) != md5:
-        raise ConfigError("data.root", f"{path}: md5 of the decompressed file is {digest}, expected {md5}")
+    for algorithm, expected in digests.items():
+        require_digest(path, digest(raw, algorithm), expected, algorithm, "the decompressed file")
     header = 4 + 4 * ndim
     if len(raw) < header or raw[0:2] != b"\x00\x00":
         raise ConfigError("data.root", f"{path} is not an IDX file (bad magic number)")
@@ -50,17 +59,26 @@ def _read_idx(path: Path, ndim: int, md5: str | None) -> np.ndarray:
 
 
 def load_idx(
-    images_path: str | Path, labels_path: str | Path, *, md5: dict[str, str] | None = None
+    images_path: str | Path,
+    labels_path: str | Path,
+    *,
+    md5: dict[str, str] | None = None,
+    sha256: dict[str, str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Read an IDX image file (N×H×W ubyte) and its label file (N ubyte), gzipped or plain.
 
-    Returns (uint8 N×1×H×W, int64 N). ``md5`` maps a file name without ``.gz`` to the md5 of
-    its decompressed bytes; listed files are verified.
+    Returns (uint8 N×1×H×W, int64 N). ``md5`` and ``sha256`` map a file name without ``.gz``
+    to the digest of its decompressed bytes; listed files are verified before parsing.
     """
-    md5 = md5 or {}
     images_path, labels_path = Path(images_path), Path(labels_path)
-    images = _read_idx(images_path, 3, md5.get(images_path.name.removesuffix(".gz")))
-    labels = _read_idx(labels_path, 1, md5.get(labels_path.name.removesuffix(".gz")))
+
+    def digests(path: Path) -> dict[str, str]:
+        name = path.name.removesuffix(".gz")
+        tables = {"md5": md5 or {}, "sha256": sha256 or {}}
+        return {algorithm: table[name] for algorithm, table in tables.items() if name in table}
+
+    images = _read_idx(images_path, 3, digests(images_path))
+    labels = _read_idx(labels_path, 1, digests(labels_path))
     if len(images) != len(labels):
         raise ConfigError("data.root", f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
@@ -79,7 +97,7 @@ def load_mnist10k(root: str | Path | None = None) -> RawDataset:
         if found is None:
             raise ConfigError("data.root", f"{root_path} lacks {stem}.gz; expected {expected}")
         paths.append(found)
-    x, y = load_idx(*paths, md5=MNIST_TEST_MD5)
+    x, y = load_idx(*paths, md5=MNIST_TEST_MD5, sha256=MNIST_TEST_SHA256)
     x_train, y_train, x_test, y_test = split_pool(x, y, MNIST10K_TRAIN, 10)
     source = f"{paths[0]} + {paths[1]} (MNIST test set, stratified {MNIST10K_TRAIN}/{len(y) - MNIST10K_TRAIN} split)"
     return RawDataset(x_train, y_train, x_test, y_test, [str(d) for d in range(10)], source)

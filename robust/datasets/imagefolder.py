@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from robust.datasets.checksums import require_digest, tree_sha256
 from robust.datasets.core import DATASETS, RawDataset, require_path
 from robust.errors import ConfigError
 
@@ -31,6 +32,12 @@ SPLITS = ("train", "test")
 LAYOUT = "<split>/<class>/<image>.jpg|png with split in {train, test}"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DEFAULT_CIFAR10_JPEG_ROOT = "../shared/data/cifar10-jpeg.tar.gz"
+# ``tree_sha256`` of the 60,000 JPEG files, computed from the offline copy in ../shared/data:
+#   tar xzf cifar10-jpeg.tar.gz && cd cifar10-jpeg
+#   find train test -type f | LC_ALL=C sort | xargs sha256sum | sha256sum
+# Over the images, not the archive, so an unpacked folder or a re-packed archive passes too.
+# (The archive itself: sha256 a6ef8cef6162174d500d0d4f10dddf731fae2ef805fb204fef0679d54d046eaa.)
+CIFAR10_JPEG_SHA256 = "f10d4c9e536a564f17fa5e8d68ba087d1235e60cd1f21700e11ff43f0647bbb0"
 
 
 def _image_key(parts: tuple[str, ...]) -> tuple[str, str] | None:
@@ -83,17 +90,21 @@ def _decode(names: list[str], blobs: list[bytes], mode: str, size: tuple[int, in
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def load_imagefolder(path: str | Path) -> RawDataset:
+def load_imagefolder(path: str | Path, *, sha256: str | None = None) -> RawDataset:
     """Images laid out as ``[prefix/]<split>/<class>/<image>`` in a folder or a tar(.gz) archive.
 
     Classes are the class folder names sorted alphabetically (label = position); images are
     taken in sorted path order. Grayscale images give 1 channel, anything else RGB; all images
-    must share one size.
+    must share one size. ``sha256``: the expected ``tree_sha256`` of the image files named
+    ``<split>/<class>/<image>``, checked before decoding.
     """
     path = require_path(Path(path), f"a folder or .tar.gz holding {LAYOUT}")
     if not path.is_dir() and not tarfile.is_tarfile(path):
         raise ConfigError("data.root", f"{path} is neither a folder nor a tar archive; expected {LAYOUT}")
     members = _read_members(path)
+    if sha256 is not None:
+        actual = tree_sha256(("/".join(name.split("/")[-3:]), blob) for name, (_, _, blob) in members.items())
+        require_digest(path, actual, sha256, "sha256", "its images (sha256sum listing of <split>/<class>/<image>)")
     names = sorted(members)
     missing = [s for s in SPLITS if not any(members[n][0] == s for n in names)]
     if missing:
@@ -124,7 +135,7 @@ def load_imagefolder_dataset(root: str | Path | None = None) -> RawDataset:
 @DATASETS.register("cifar10-jpeg")
 def load_cifar10_jpeg(root: str | Path | None = None) -> RawDataset:
     """CIFAR-10 as JPEGs from ``root`` (default ``../shared/data/cifar10-jpeg.tar.gz``)."""
-    data = load_imagefolder(root if root is not None else DEFAULT_CIFAR10_JPEG_ROOT)
+    data = load_imagefolder(root if root is not None else DEFAULT_CIFAR10_JPEG_ROOT, sha256=CIFAR10_JPEG_SHA256)
     if data.classes != CIFAR10_CLASSES:
         raise ConfigError("data.root", f"{data.source} holds classes {data.classes}, not CIFAR-10's", CIFAR10_CLASSES)
     return data

@@ -112,6 +112,9 @@ class Defense:
     name: ClassVar[str]
     # smallest valid params (without "name"): documentation and the registry-generated tests
     example_params: ClassVar[dict[str, Any]] = {}
+    # logged terms whose magnitude means the run diverged (e.g. an exploding discriminator loss);
+    # the trainer stops the stage naming the term. Non-finite terms always stop it.
+    divergence_limits: ClassVar[dict[str, float]] = {}
 
     def __init__(self, *, adversarial: dict | None = None):
         self.adversarial = None if adversarial is None else AdversarialMix.from_params(adversarial)

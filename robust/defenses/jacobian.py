@@ -18,9 +18,18 @@ code's K ``tf.gradients`` calls); dropout stays on during the step (the trainer'
 as in the official post-processing. Added: ``projections`` = n estimates ‖J‖²_F with n random
 projections (Hoffman et al. 2019, arXiv 1908.02729), cheaper for large K. The square root is
 taken of max(‖J‖², 1e-12) so an all-zero Jacobian gives a zero gradient, not NaN.
+
+Memory: the double-backward graphs of all K rows (or n projections) are held until the
+backward pass, about K·B times a per-example activation's worth. ``chunk_size`` bounds how many
+rows are held at once (``robust.jacobian.jacobian_penalty``: same value and parameter
+gradients, more passes); null chooses it from ``robust.jacobian.DEFAULT_MEMORY_BUDGET`` using
+the graph sizes measured on the first batch of each shape. A chunk covering every row is the
+plain computation, so the default changes nothing where the budget suffices.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +37,7 @@ from torch import nn
 
 from robust.defenses.base import KEY, Defense, is_number, register_defense
 from robust.errors import ConfigError
-from robust.jacobian import frobenius_sq_from_logits
+from robust.jacobian import SavedTensorBytes, jacobian_penalty, measured_chunk_size
 
 _TINY = 1e-12
 
@@ -56,7 +65,8 @@ REDUCTIONS = {"eq4": _eq4, "mean": _mean, "first_example": _first_example}
 @register_defense("jacobian")
 class JacobianRegularization(Defense):
     """Params: ``lambda`` (→ argument ``lam``, ≥ 0, required), ``reduction`` (eq4 | mean |
-    first_example), ``projections`` (null = exact, or a positive int), ``adversarial`` (optional)."""
+    first_example), ``projections`` (null = exact, or a positive int), ``chunk_size`` (null =
+    from the memory budget, or a positive int: rows held at once), ``adversarial`` (optional)."""
 
     example_params = {"lambda": 0.1}
 
@@ -66,6 +76,7 @@ class JacobianRegularization(Defense):
         lam: float,
         reduction: str = "eq4",
         projections: int | None = None,
+        chunk_size: int | None = None,
         adversarial: dict | None = None,
     ):
         super().__init__(adversarial=adversarial)
@@ -73,21 +84,45 @@ class JacobianRegularization(Defense):
             raise ConfigError(f"{KEY}.lambda", f"must be a number >= 0, got {lam!r}")
         if reduction not in REDUCTIONS:
             raise ConfigError(f"{KEY}.reduction", f"got {reduction!r}", REDUCTIONS)
-        bad_int = isinstance(projections, bool) or not isinstance(projections, int) or projections < 1
-        if projections is not None and bad_int:
+        if projections is not None and not _positive_int(projections):
             raise ConfigError(f"{KEY}.projections", f"must be null (exact) or a positive integer, got {projections!r}")
+        if chunk_size is not None and not _positive_int(chunk_size):
+            problem = f"must be null (chosen from the memory budget) or a positive integer, got {chunk_size!r}"
+            raise ConfigError(f"{KEY}.chunk_size", problem)
         self.lam = float(lam)
         self.reduction = reduction
         self.projections = projections
+        self.chunk_size = chunk_size
+        # batch shape → chunk size chosen from the budget (chunk_size null)
+        self._chosen_chunks: dict[torch.Size, int] = {}
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         # one forward pass serves the CE and the Jacobian, so both see the same dropout mask
         x = x.detach().requires_grad_(True)
-        logits = model(x)
+        params = [p for p in model.parameters() if p.requires_grad]
+        # graph sizes depend on the batch's shape only: measured once per shape
+        saved = None
+        if self.chunk_size is None and x.shape not in self._chosen_chunks:
+            saved = SavedTensorBytes(exclude=[*params, x])
+        with saved or contextlib.nullcontext():
+            logits = model(x)
         ce = F.cross_entropy(logits, y)
-        sq = frobenius_sq_from_logits(
-            logits, x, create_graph=True, projections=self.projections, generator=self.generator
+        penalty, sq = jacobian_penalty(
+            logits, x, REDUCTIONS[self.reduction], params, chunk_size=self._chunk_size(logits, x, saved),
+            projections=self.projections, generator=self.generator,
         )
-        loss = ce + self.lam * REDUCTIONS[self.reduction](sq)
-        norm = sq.detach().clamp_min(0).sqrt().mean()
+        loss = ce + self.lam * penalty
+        norm = sq.clamp_min(0).sqrt().mean()
         return loss, {"ce": ce.item(), "jacobian_norm": norm.item(), "loss": loss.item()}
+
+    def _chunk_size(self, logits: torch.Tensor, x: torch.Tensor, saved: SavedTensorBytes | None) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        if saved is not None:
+            n_rows = logits.shape[1] if self.projections is None else self.projections
+            self._chosen_chunks[x.shape] = measured_chunk_size(logits, x, saved, n_rows)
+        return self._chosen_chunks[x.shape]
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -14,9 +14,11 @@ import pandas as pd
 from tabulate import tabulate
 
 from robust.registry import Registry
+from robust.sanity import RUN_WIDE, violations
 
 TABLES: Registry = Registry("table", "--table")
 NOT_IN_TEXT = "not in text"
+FLAG = "⚠"
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,20 @@ class Column:
     metric: str  # "accuracy", "rho_adv", ...
     scale: float = 1.0  # multiply stored values for display (accuracy → %)
     digits: int = 2
+    # narrow the rows a cell reads when a run has several settings of one attack (None: any)
+    attack_label: str | None = None  # the suite entry's label
+    norm: str | None = None
+    eps: float | None = None
+    steps: int | None = None
+    source: str = ""  # transfer cells: the run that crafted the examples
+
+    def matches(self, results: pd.DataFrame) -> pd.Series:
+        mask = (results.attack == self.attack) & (results.source == self.source)
+        for name, wanted in (("label", self.attack_label), ("norm", self.norm), ("eps", self.eps),
+                             ("steps", self.steps)):
+            if wanted is not None:
+                mask &= (results[name] - wanted).abs() < 1e-9 if name == "eps" else results[name] == wanted
+        return mask
 
 
 @dataclass(frozen=True)
@@ -54,12 +70,24 @@ def register_table(table: Table) -> Table:
 
 
 def cell_value(results: pd.DataFrame, run: str, column: Column) -> float | None:
-    match = results[(results.run == run) & (results.attack == column.attack) & (results.metric == column.metric)]
+    match = results[(results.run == run) & column.matches(results) & (results.metric == column.metric)]
+    if match.value.nunique() > 1:
+        raise ValueError(f"column {column.label!r} of run {run!r} matches {len(match)} different values: "
+                         "give the column an attack_label, norm, eps or steps")
     return None if match.empty else float(match.value.iloc[0]) * column.scale
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+def cell_flagged(results: pd.DataFrame, run: str, column: Column) -> bool:
+    """Whether a sanity check questions this cell: a violated check on its attack, or a run-wide one."""
+    failed = violations(results[results.run == run])
+    if column.attack == "clean" or failed.empty:
+        return False
+    return bool((column.matches(failed) | failed.metric.isin(RUN_WIDE)).any())
+
+
+def _fmt(value: float | None, digits: int, flagged: bool = False) -> str:
+    text = "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+    return f"{text} {FLAG}" if flagged else text
 
 
 def table_status(table: Table, results: pd.DataFrame) -> str:
@@ -84,8 +112,9 @@ def render_table(table: Table, results: pd.DataFrame) -> str:
         line = [row.label]
         for column, paper in zip(table.columns, row.paper):
             ours = cell_value(results, row.run, column) if row.run else None
+            flagged = ours is not None and cell_flagged(results, row.run, column)
             diff = None if ours is None or paper is None else ours - paper
-            line += [_fmt(ours, column.digits), NOT_IN_TEXT if paper is None else _fmt(paper, column.digits),
+            line += [_fmt(ours, column.digits, flagged), NOT_IN_TEXT if paper is None else _fmt(paper, column.digits),
                      _fmt(diff, column.digits)]
         meta = results[results.run == row.run] if row.run else results.iloc[0:0]
         line.append("defense not implemented yet" if row.run is None else
@@ -95,6 +124,9 @@ def render_table(table: Table, results: pd.DataFrame) -> str:
     warning = ("" if status.startswith("paper scale") else
                "\n> Reproduced values come from a reduced profile: they are not comparable to the paper's.\n")
     notes = "".join(f"- {note}\n" for note in table.notes)
+    if violations(results[results.run.isin(table.runs())]).shape[0]:
+        notes += (f"- {FLAG} a sanity check failed for this number (possible gradient masking or a broken "
+                  "attack): run `robust audit` for the details.\n")
     return (f"# {table.id}: {table.title}\n\nPaper values: {table.source}. Status: **{status}**.\n{warning}\n"
             + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
             + (f"\n{notes}" if notes else ""))
