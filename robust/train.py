@@ -127,6 +127,8 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
         torch.manual_seed(_epoch_seed(config.seed, epoch))
         generator = torch.Generator(device=device).manual_seed(_epoch_seed(config.seed, epoch))
         defense.generator = generator
+        # defenses with their own networks and optimizers follow the model's schedule and progress
+        defense.start_epoch(epoch, config.epochs, lr_factor=optimizer.param_groups[0]["lr"] / config.lr)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch)))
         totals: dict[str, float] = {}
         seen = 0

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from robust.defenses import build_defense
+from robust.defenses import Defense, build_defense
 from robust.errors import ConfigError
 from robust.models import build_model
 from robust.train import TrainConfig, accuracy, seed_everything, train
@@ -94,13 +94,13 @@ def test_bad_train_config(field, value, key):
         TrainConfig.from_params(key="pretrain", seed=0, **values)
 
 
-class _Diverging:
+class _Diverging(Defense):
     """A GAN-style defense: cross-entropy plus a logged discriminator loss that goes bad at batch 3."""
 
-    generator = None
     divergence_limits = {"disc_loss": 100.0}
 
     def __init__(self, bad_term: str, bad_value: float):
+        super().__init__()
         self.calls, self.bad_term, self.bad_value = 0, bad_term, bad_value
 
     def training_step(self, model, x, y):
@@ -113,9 +113,6 @@ class _Diverging:
             else:
                 logs[self.bad_term] = self.bad_value
         return loss, logs
-
-    def state_dict(self):
-        return {}
 
 
 @pytest.mark.parametrize("term, value, message", [
@@ -130,3 +127,24 @@ def test_divergence_stops_training_naming_run_epoch_and_terms(tmp_path, term, va
     with pytest.raises(FloatingPointError, match=message):
         train(_fresh_model(), _Diverging(term, value), x, y, CONFIG, checkpoint=checkpoint, desc="finetune r1")
     assert not checkpoint.exists()  # no epoch completed: nothing to resume from, nothing half-written
+
+
+class _Recording(Defense):
+    """Plain cross-entropy that records what the trainer tells it at every epoch start."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs_seen = []
+
+    def loss(self, model, x, y):
+        return torch.nn.functional.cross_entropy(model(x), y), {}
+
+    def start_epoch(self, epoch, epochs, *, lr_factor):
+        self.epochs_seen.append((epoch, epochs, lr_factor))
+
+
+def test_defenses_hear_the_epoch_and_the_learning_rate_schedule():
+    x, y = _toy_data()
+    defense = _Recording()
+    train(_fresh_model(), defense, x, y, CONFIG)
+    assert defense.epochs_seen == [(0, 3, 1.0), (1, 3, 1.0), (2, 3, pytest.approx(0.5))]  # milestone 2, γ 0.5

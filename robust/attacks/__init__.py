@@ -30,7 +30,19 @@ DEFAULT_NORM: dict[str, str] = {
 }
 
 # imported for their @ATTACKS.register side effect; after ATTACKS exists
-from robust.attacks import cw, ddn, deepfool, external, fgm, fgsm, high_confidence, jsma, mim, noise, pgd  # noqa: E402,F401
+from robust.attacks import (  # noqa: E402,F401
+    cw,
+    ddn,
+    deepfool,
+    external,
+    fgm,
+    fgsm,
+    high_confidence,
+    jsma,
+    mim,
+    noise,
+    pgd,
+)
 
 _FIXED = {"model", "x", "y", "generator"}
 

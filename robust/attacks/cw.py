@@ -43,6 +43,7 @@ from robust.attacks.base import (
     check_positive,
     check_positive_int,
     clip_box,
+    frozen_parameters,
     per_example,
 )
 
@@ -58,6 +59,7 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @ATTACKS.register("cw")
+@frozen_parameters
 def cw(
     model: nn.Module,
     x: torch.Tensor,

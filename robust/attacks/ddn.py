@@ -39,6 +39,7 @@ from robust.attacks.base import (
     check_positive_int,
     clip_box,
     flat_norm,
+    frozen_parameters,
     logits_and_input_gradient,
     normalize_l2,
     per_example,
@@ -53,6 +54,7 @@ def step_sizes(steps: int) -> list[float]:
 
 
 @ATTACKS.register("ddn")
+@frozen_parameters
 def ddn(
     model: nn.Module,
     x: torch.Tensor,

@@ -44,9 +44,10 @@ Jacobian, up to rounding, with one pass fewer. Since examples are independent (i
 mode) one pass gives every example its own gradient. Among the batched alternatives tried
 on CPU (``autograd.grad(is_grads_batched=True)``, ``torch.func.vmap(jacrev)``, the batch
 replicated K times), sequential passes were fastest for small CNNs (vmap falls back to a
-loop for convolution and max-pool backward) and behave like the plain model for any layer. The forward passes see only the examples still being
-attacked, which matters only for a model left in train mode with batch-dependent layers
-(BatchNorm).
+loop for convolution and max-pool backward) and behave like the plain model for any layer.
+The forward passes see only the examples still being attacked, which matters only for a
+model left in train mode with batch-dependent layers (BatchNorm). The parameters are frozen
+during the attack (``frozen_parameters``), so no layer saves inputs for weight gradients.
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust.attacks import ATTACKS
-from robust.attacks.base import check_choice, check_inputs, check_non_negative, check_positive_int, clip_box
+from robust.attacks.base import (
+    check_choice,
+    check_inputs,
+    check_non_negative,
+    check_positive_int,
+    clip_box,
+    frozen_parameters,
+)
 
 STEP_SLACK = 1e-4  # reference code: r_i = (|f'_l| / ‖w'_l‖ + 1e-4) · w'_l / ‖w'_l‖
 # per attack norm: the dual norm that measures distances to a linearised boundary, and the
@@ -111,6 +119,7 @@ def _closest_boundary_step(f_diff: torch.Tensor, w_diff: torch.Tensor, norm: str
 
 
 @ATTACKS.register("deepfool")
+@frozen_parameters
 def deepfool(
     model: nn.Module,
     x: torch.Tensor,

@@ -14,10 +14,18 @@ import torch
 from torch import nn
 
 from robust.attacks import ATTACKS
-from robust.attacks.base import check_eps, check_inputs, clip_box, input_gradient, normalize_l2
+from robust.attacks.base import (
+    check_eps,
+    check_inputs,
+    clip_box,
+    frozen_parameters,
+    input_gradient,
+    normalize_l2,
+)
 
 
 @ATTACKS.register("fgm")
+@frozen_parameters
 def fgm(
     model: nn.Module,
     x: torch.Tensor,

@@ -11,10 +11,17 @@ import torch
 from torch import nn
 
 from robust.attacks import ATTACKS
-from robust.attacks.base import check_eps, check_inputs, clip_box, input_gradient
+from robust.attacks.base import (
+    check_eps,
+    check_inputs,
+    clip_box,
+    frozen_parameters,
+    input_gradient,
+)
 
 
 @ATTACKS.register("fgsm")
+@frozen_parameters
 def fgsm(
     model: nn.Module,
     x: torch.Tensor,

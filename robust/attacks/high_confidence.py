@@ -66,6 +66,7 @@ from robust.attacks.base import (
     check_positive,
     check_positive_int,
     clip_box,
+    frozen_parameters,
     per_example,
 )
 from robust.attacks.deepfool import STEP_SLACK, boundary_gaps
@@ -208,6 +209,7 @@ def high_confidence_path(
 
 
 @ATTACKS.register("high_confidence")
+@frozen_parameters
 def high_confidence(
     model: nn.Module,
     x: torch.Tensor,

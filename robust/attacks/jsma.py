@@ -44,7 +44,13 @@ import torch
 from torch import nn
 
 from robust.attacks import ATTACKS
-from robust.attacks.base import check_choice, check_eps, check_inputs, check_positive_int
+from robust.attacks.base import (
+    check_choice,
+    check_eps,
+    check_inputs,
+    check_positive_int,
+    frozen_parameters,
+)
 
 TARGETS = ("next", "random")
 
@@ -79,6 +85,7 @@ def _target_and_other_gradients(
 
 
 @ATTACKS.register("jsma")
+@frozen_parameters
 def jsma(
     model: nn.Module,
     x: torch.Tensor,

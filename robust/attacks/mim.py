@@ -27,6 +27,7 @@ from robust.attacks.base import (
     check_positive_int,
     clip_box,
     flat_norm,
+    frozen_parameters,
     input_gradient,
     per_example,
     project_linf,
@@ -34,6 +35,7 @@ from robust.attacks.base import (
 
 
 @ATTACKS.register("mim")
+@frozen_parameters
 def mim(
     model: nn.Module,
     x: torch.Tensor,

@@ -48,6 +48,7 @@ from robust.attacks.base import (
     check_positive,
     check_positive_int,
     clip_box,
+    frozen_parameters,
     gaussian_noise,
     input_gradient,
     normalize_l2,
@@ -123,6 +124,7 @@ NORMS: dict[str, Geometry] = {
 
 
 @ATTACKS.register("pgd")
+@frozen_parameters
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -158,6 +160,12 @@ def pgd(
     x_adv = x
     if random_start:
         x_adv = clip_box(x + geometry.random_start(x, eps, require_generator(generator, "pgd")))
+    if norm == "linf":
+        # the L∞ ball and the box are both boxes: one clamp to their intersection projects onto both
+        lower, upper = (x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)
+        for _ in range(steps):
+            x_adv = torch.clamp(x_adv + step_size * input_gradient(model, x_adv, y).sign(), lower, upper)
+        return x_adv.detach()
     for _ in range(steps):
         grad = input_gradient(model, x_adv, y)
         x_adv = x_adv + geometry.ascend(grad, step_size, x_adv, sparsity)

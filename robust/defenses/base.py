@@ -144,6 +144,14 @@ class Defense:
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def start_epoch(self, epoch: int, epochs: int, *, lr_factor: float) -> None:
+        """Called by the trainer before epoch ``epoch`` (0-based) of ``epochs``.
+
+        ``lr_factor`` is the model's current learning rate over its initial one (the profile's
+        milestones); defenses with their own optimizers scale theirs by it, and defenses that
+        switch on late in training (JARN's last 25%) read the progress from ``epoch / epochs``.
+        """
+
     def state_dict(self) -> dict[str, Any]:
         """Extra networks and optimizers of the defense; none in the base class."""
         return {}
