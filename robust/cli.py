@@ -11,6 +11,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from robust.errors import ConfigError
+from robust.index import check_index, load_index
 from robust.sanity import violations
 from robust.tables import TABLES
 
@@ -66,6 +67,19 @@ def audit(metrics_dir: Path) -> None:
     click.echo(tabulate(failed[columns], headers="keys", showindex=False, tablefmt="simple"))
     click.echo("\nWhat each check means: robust/sanity.py. Affected cells are marked ⚠ in metrics/tables.")
     sys.exit(1)
+
+
+@cli.command()
+@click.option("--root", default=".", show_default=True, type=click.Path(path_type=Path, file_okay=False))
+def check(root: Path) -> None:
+    """Validate the pipeline index (datasets, bases, runs) before a long `dvc repro`."""
+    try:
+        index, files = load_index(root)
+        check_index(index, files)
+    except ConfigError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    click.echo(", ".join(f"{len(items)} {section}" for section, items in index.items()) + ": all references resolve")
 
 
 def _fmt(value: float | None) -> str:

@@ -89,6 +89,12 @@ def test_forced_rerun_is_byte_identical(project):
         assert path.read_bytes() == content, f"{path.relative_to(root)} changed between identical runs"
     log = _run([sys.executable, "-m", "dvc", "repro"], root, env)
     assert "Stage 'aggregate' didn't change, skipping" in log
+    metrics = [root / "metrics/summary.json", root / "metrics/results.parquet",
+               root / "metrics/tables/jakubovitz2018-table3.md"]
+    before = {path: path.read_bytes() for path in metrics}
+    _run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "aggregate"], root, env)
+    for path, content in before.items():
+        assert path.read_bytes() == content, f"{path.relative_to(root)} changed between identical runs"
 
 
 def test_changing_lambda_reruns_only_the_main_run(project):

@@ -1,0 +1,58 @@
+"""The pipeline index: the ``datasets``, ``bases`` and ``runs`` maps dvc.yaml iterates over.
+
+params.yaml and every study file listed under ``vars:`` in dvc.yaml contribute entries; DVC
+merges them. A run naming a base that does not exist only surfaces in DVC as a missing
+dependency path, so ``check_index`` (``robust check``) validates the references first and
+names the params key at fault, with the allowed values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from robust.errors import ConfigError
+from robust.params import load_params, lookup, require_mapping
+
+INDEX_FIELDS = {
+    "datasets": {"params_file", "key"},
+    "bases": {"params_file", "key", "dataset"},
+    "runs": {"params_file", "defense_key", "finetune_key", "attack_key", "base", "dataset", "study"},
+}
+
+
+def load_index(root: Path = Path(".")) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The merged index and every params file's contents, by file name (as dvc.yaml names them)."""
+    files = {"params.yaml": load_params(root / "params.yaml")}
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
+    for name in dvc.get("vars", []):
+        if isinstance(name, str):
+            files[name] = load_params(root / name)
+    index: dict[str, dict] = {section: {} for section in INDEX_FIELDS}
+    for name, params in files.items():
+        for section in INDEX_FIELDS:
+            for item, fields in require_mapping(params.get(section, {}), f"{name}:{section}").items():
+                index[section][item] = {"_file": name, **require_mapping(fields, f"{section}.{item}")}
+    return index, files
+
+
+def check_index(index: Mapping[str, dict], files: Mapping[str, dict]) -> None:
+    """Raise ``ConfigError`` for the first broken reference of the index, naming its key."""
+    for section, required in INDEX_FIELDS.items():
+        for item, fields in index[section].items():
+            for field in sorted(required - set(fields)):
+                raise ConfigError(f"{section}.{item}.{field}", "missing")
+            params_file = fields["params_file"]
+            if params_file not in files:
+                raise ConfigError(f"{section}.{item}.params_file", f"{params_file!r} is not params.yaml or a "
+                                  "file under vars: in dvc.yaml", sorted(files))
+            params = {**files["params.yaml"], **files[params_file]}
+            for field in sorted(f for f in fields if f == "key" or f.endswith("_key")):
+                lookup(params, fields[field])  # ConfigError naming the missing key
+            references = {"dataset": "datasets", "base": "bases"}
+            for field, target in references.items():
+                if field in fields and fields[field] not in index[target]:
+                    raise ConfigError(f"{section}.{item}.{field}", f"no {target} entry {fields[field]!r}",
+                                      sorted(index[target]))

@@ -1,0 +1,60 @@
+"""The pipeline index: every run's base, dataset and params keys resolve, or one line names the key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from robust.cli import cli
+from robust.errors import ConfigError
+from robust.index import check_index, load_index
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path):
+    for name in ["params.yaml", "dvc.yaml"]:
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "studies", tmp_path / "studies")
+    return tmp_path
+
+
+def _edit(path: Path, change) -> None:
+    params = yaml.safe_load(path.read_text())
+    change(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_the_repository_index_resolves():
+    index, files = load_index(REPO)
+    check_index(index, files)
+    assert "main" in index["runs"] and set(files) >= {"params.yaml", "studies/jakubovitz2018.yaml"}
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda p: p["runs"]["main"].update(base="nope"), r"runs\.main\.base': no bases entry 'nope' \(allowed: main\)"),
+    (lambda p: p["runs"]["main"].update(dataset="nope"), r"runs\.main\.dataset'"),
+    (lambda p: p["bases"]["main"].update(dataset="mnist"), r"bases\.main\.dataset'"),
+    (lambda p: p["runs"]["main"].update(attack_key="attacks"), r"'attacks': missing"),
+    (lambda p: p["runs"]["main"].update(params_file="studies/other.yaml"), r"runs\.main\.params_file'"),
+    (lambda p: p["runs"]["main"].pop("study"), r"runs\.main\.study': missing"),
+])
+def test_a_broken_reference_names_its_key(project, change, key):
+    _edit(project / "params.yaml", change)
+    with pytest.raises(ConfigError, match=key):
+        check_index(*load_index(project))
+    result = CliRunner().invoke(cli, ["check", "--root", str(project)])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: params key")
+
+
+def test_study_rows_are_checked_too(project):
+    _edit(project / "studies/jakubovitz2018.yaml",
+          lambda p: p["runs"]["jakubovitz2018-table3-none"].update(base="pretrained"))
+    with pytest.raises(ConfigError, match=r"runs\.jakubovitz2018-table3-none\.base'"):
+        check_index(*load_index(project))
