@@ -21,6 +21,19 @@ class ConfigError(ValueError):
             message += f" (allowed: {allowed})"
         super().__init__(message)
 
+    def under(self, prefix: str, at: str) -> ConfigError:
+        """The same error with the key's leading ``prefix`` replaced by where the value really lives.
+
+        A defense's own checks say ``defense.lambda``; a study row's defense lives at e.g.
+        ``runs.<row>.defense.lambda``.
+        """
+        if self.key != prefix and not self.key.startswith(prefix + "."):
+            return self
+        moved = ConfigError.__new__(ConfigError)
+        moved.key = at + self.key[len(prefix):]
+        ValueError.__init__(moved, str(self).replace(f"'{self.key}'", f"'{moved.key}'", 1))
+        return moved
+
 
 class MissingExtra(ImportError):
     """An optional dependency (a pip extra) needed by one feature is not installed.

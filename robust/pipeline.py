@@ -68,26 +68,30 @@ def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
     check_keys(scale, f"profiles.{profile}.{phase}", {"epochs", "batch_size", "lr", "milestones", "gamma"},
                {"epochs", "batch_size", "lr"})
     own = require_mapping(lookup(params, key), key)
-    return TrainConfig.from_params(key=key, seed=seed_of(params), **scale,
-                                   **{k: v for k, v in own.items() if k in {"optimizer", "l2"}})
+    # a phase's own `epochs` overrides the profile's (0: evaluate the base as it was trained)
+    return TrainConfig.from_params(key=key, seed=seed_of(params), **{**scale, **{
+        k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs"}}})
 
 
 def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path, *, name: str) -> pd.DataFrame:
-    """Plain training of a base model (no defense) on a prepared dataset."""
+    """Training of a base model from scratch: plain, or with the config's ``defense`` ("regular" training)."""
     config = require_mapping(lookup(params, base_key), base_key)
-    check_keys(config, base_key, {"arch", "optimizer", "l2"}, {"arch"})
+    check_keys(config, base_key, {"arch", "optimizer", "l2", "defense"}, {"arch"})
+    defense_config = require_mapping(config.get("defense", {"name": "none"}), f"{base_key}.defense")
+    defense = build_defense(defense_config, key=f"{base_key}.defense")
     train_config = _train_config(params, "pretrain", base_key)
     profile, settings = profile_settings(params)
     manifest = data.load_manifest(data_dir)
     seed_everything(train_config.seed)
     model_config = {"arch": config["arch"], "in_shape": list(manifest["shape"]), "num_classes": manifest["num_classes"],
                     "width": float(require_number(settings.get("width", 1.0), f"profiles.{profile}.width", low=0)),
-                    "dataset": manifest["name"], "profile": profile, "base": name}
+                    "dataset": manifest["name"], "profile": profile, "base": name,
+                    "base_defense": defense_config}
     model = build_model(config["arch"], in_shape=model_config["in_shape"], num_classes=model_config["num_classes"],
                         width=model_config["width"]).to(device())
     x, y = data.load_split(data_dir, "train")
     held_out = data.load_split(data_dir, "test")
-    history, seconds = train(model, build_defense({"name": "none"}), x, y, train_config, held_out=held_out,
+    history, seconds = train(model, defense, x, y, train_config, held_out=held_out,
                              checkpoint=RESUME_DIR / f"base-{name}.pt", desc=f"pretrain {name}")
     _save_training(out_dir, model, model_config, history, seconds)
     return history
@@ -97,12 +101,14 @@ def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir:
                  out_dir: Path, *, name: str, study: str) -> pd.DataFrame:
     """Post-processing training: load the base, apply the defense for the profile's epochs."""
     defense_config = require_mapping(lookup(params, defense_key), defense_key)
-    defense = build_defense(defense_config)
-    check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key, {"optimizer"})
+    defense = build_defense(defense_config, key=defense_key)
+    check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key, {"optimizer", "epochs"})
     train_config = _train_config(params, "finetune", finetune_key)
     seed_everything(train_config.seed)
     model, model_config = _load_model(base_dir / "model.pt")
-    model_config = {**model_config, "run": name, "study": study, "defense": defense_config}
+    # a run that trains for 0 epochs evaluates its base: the base's defense is the one that shaped it
+    shaped_by = defense_config if train_config.epochs else model_config.get("base_defense", {"name": "none"})
+    model_config = {**model_config, "run": name, "study": study, "defense": shaped_by}
     x, y = data.load_split(data_dir, "train")
     held_out = data.load_split(data_dir, "test")
     history, seconds = train(model, defense, x, y, train_config, held_out=held_out,

@@ -46,7 +46,8 @@ class TrainConfig:
     def from_params(cls, *, key: str, seed: int, **values) -> TrainConfig:
         """Build from params values; ``key`` prefixes the names in error messages."""
         config = cls(
-            epochs=int(require_number(values["epochs"], f"{key}.epochs", low=1, integer=True)),
+            # 0 epochs: keep the model as it is (a run that evaluates a base trained with its defense)
+            epochs=int(require_number(values["epochs"], f"{key}.epochs", low=0, integer=True)),
             batch_size=int(require_number(values["batch_size"], f"{key}.batch_size", low=1, integer=True)),
             lr=float(require_number(values["lr"], f"{key}.lr", low=0)),
             optimizer=values.get("optimizer", "adam"),

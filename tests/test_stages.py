@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from robust.errors import ConfigError
-from robust.io import save_torch
+from robust.io import load_torch, save_torch
 from robust.models import build_model
 from robust.params import load_params
 from robust.pipeline import attack_run, finetune_run, prepare_dataset, pretrain_base
@@ -108,3 +109,22 @@ def test_stage_script_prints_one_line_and_exits_2(tmp_path):
     assert lines[0].startswith("error: params key 'data.name': unknown dataset 'imagenet-22k' (allowed: ")
     assert "digits" in lines[0] and "mnist10k" in lines[0]
     assert not (tmp_path / "data").exists()
+
+
+def test_regular_training_trains_the_base_with_its_defense_and_zero_epochs_keep_it(workspace, tmp_path):
+    """Jakubovitz Table 2: a base trained with a regularizer from scratch, then evaluated as trained."""
+    params = copy.deepcopy(PARAMS)
+    params["profiles"]["smoke"].update(max_train=50, max_test=20)
+    params["profiles"]["smoke"]["pretrain"]["epochs"] = 1
+    params["pretrain"]["defense"] = {"name": "jacobian", "lambda": 0.1}
+    history = pretrain_base(params, "pretrain", workspace / "prepared", tmp_path / "base", name="regular")
+    assert "jacobian_fro" in " ".join(history.columns) or len(history.columns) > 3  # the penalty was logged
+    params["finetune"]["epochs"] = 0
+    finetune_run(params, "defense", "finetune", tmp_path / "base", workspace / "prepared", tmp_path / "run",
+                 name="regular-run", study="s")
+    base, run = (load_torch(tmp_path / part / "model.pt") for part in ("base", "run"))
+    assert all(torch.equal(base["model"][k], run["model"][k]) for k in base["model"])
+    assert run["config"]["defense"] == {"name": "jacobian", "lambda": 0.1}  # what shaped the evaluated model
+    with pytest.raises(ConfigError, match=r"pretrain\.defense\.name"):
+        pretrain_base({**params, "pretrain": {**params["pretrain"], "defense": {"name": "magic"}}}, "pretrain",
+                      workspace / "prepared", tmp_path / "bad", name="bad")

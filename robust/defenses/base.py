@@ -205,12 +205,20 @@ def _describe(annotation: Any) -> str:
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
-def build_defense(config: Mapping[str, Any]) -> Defense:
+def build_defense(config: Mapping[str, Any], key: str = KEY) -> Defense:
     """Build the defense named by ``config["name"]`` from the rest of ``config`` (its params).
 
     Unknown names or keys, missing required keys and wrongly typed values raise
-    ``ConfigError`` naming the params key (``defense.<key>``) before anything is built.
+    ``ConfigError`` naming the params key (``<key>.<setting>``, e.g. ``defense.lambda``) before
+    anything is built.
     """
+    try:
+        return _build_defense(config)
+    except ConfigError as error:
+        raise error.under(KEY, key) from None
+
+
+def _build_defense(config: Mapping[str, Any]) -> Defense:
     if not isinstance(config, Mapping) or "name" not in config:
         raise ConfigError(f"{KEY}.name", "required key is missing", DEFENSES.names())
     cls = DEFENSES.get(config["name"])
