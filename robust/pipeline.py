@@ -70,13 +70,13 @@ def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
     own = require_mapping(lookup(params, key), key)
     # a phase's own `epochs` overrides the profile's (0: evaluate the base as it was trained)
     return TrainConfig.from_params(key=key, seed=seed_of(params), **{**scale, **{
-        k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs"}}})
+        k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs", "momentum", "beta1"}}})
 
 
 def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path, *, name: str) -> pd.DataFrame:
     """Training of a base model from scratch: plain, or with the config's ``defense`` ("regular" training)."""
     config = require_mapping(lookup(params, base_key), base_key)
-    check_keys(config, base_key, {"arch", "optimizer", "l2", "defense"}, {"arch"})
+    check_keys(config, base_key, {"arch", "optimizer", "l2", "momentum", "beta1", "defense"}, {"arch"})
     defense_config = require_mapping(config.get("defense", {"name": "none"}), f"{base_key}.defense")
     defense = build_defense(defense_config, key=f"{base_key}.defense")
     train_config = _train_config(params, "pretrain", base_key)
@@ -102,7 +102,8 @@ def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir:
     """Post-processing training: load the base, apply the defense for the profile's epochs."""
     defense_config = require_mapping(lookup(params, defense_key), defense_key)
     defense = build_defense(defense_config, key=defense_key)
-    check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key, {"optimizer", "epochs"})
+    check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key,
+               {"optimizer", "momentum", "beta1", "epochs"})
     train_config = _train_config(params, "finetune", finetune_key)
     seed_everything(train_config.seed)
     model, model_config = _load_model(base_dir / "model.pt")

@@ -41,6 +41,8 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()  # epochs after which the learning rate is multiplied by gamma
     gamma: float = 0.1
     seed: int = 0
+    momentum: float | None = None  # sgd / rmsprop momentum (torch default 0 when None)
+    beta1: float | None = None  # adam's first-moment decay (torch default 0.9 when None; the critic uses 0.5)
 
     @classmethod
     def from_params(cls, *, key: str, seed: int, **values) -> TrainConfig:
@@ -56,10 +58,26 @@ class TrainConfig:
                              for m in values.get("milestones") or ()),
             gamma=float(require_number(values.get("gamma", 0.1), f"{key}.gamma", low=0)),
             seed=seed,
+            momentum=None if values.get("momentum") is None else
+            float(require_number(values["momentum"], f"{key}.momentum", low=0, high=1)),
+            beta1=None if values.get("beta1") is None else
+            float(require_number(values["beta1"], f"{key}.beta1", low=0, high=1)),
         )
         if config.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{key}.optimizer", f"unknown optimizer {config.optimizer!r}", OPTIMIZERS)
+        if config.momentum is not None and config.optimizer == "adam":
+            raise ConfigError(f"{key}.momentum", "applies to sgd and rmsprop; adam's is beta1")
+        if config.beta1 is not None and config.optimizer != "adam":
+            raise ConfigError(f"{key}.beta1", f"applies to adam only, not {config.optimizer!r}")
         return config
+
+    def build_optimizer(self, parameters) -> torch.optim.Optimizer:
+        extra = {}
+        if self.momentum is not None:
+            extra["momentum"] = self.momentum
+        if self.beta1 is not None:
+            extra["betas"] = (self.beta1, 0.999)
+        return OPTIMIZERS[self.optimizer](parameters, lr=self.lr, **extra)
 
 
 def seed_everything(seed: int) -> None:
@@ -109,7 +127,7 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
     training resumes from it and it is deleted once training finishes.
     """
     device = next(model.parameters()).device
-    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.lr)
+    optimizer = config.build_optimizer(model.parameters())
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
     history: list[dict] = []
     start_epoch = 0

@@ -153,6 +153,7 @@ BAD_SETTINGS = [
     ("deepfool", dict(steps=0), "attack.steps"),
     ("deepfool", dict(overshoot=-0.01), "attack.overshoot"),
     ("deepfool", dict(overshoot="0.02"), "attack.overshoot"),
+    ("deepfool", dict(slack=-1e-4), "attack.slack"),
 ]
 
 

@@ -85,7 +85,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("field, value, key", [
-    ("epochs", 0, "pretrain.epochs"), ("batch_size", "big", "pretrain.batch_size"),
+    ("epochs", -1, "pretrain.epochs"), ("batch_size", "big", "pretrain.batch_size"),
     ("lr", -1.0, "pretrain.lr"), ("optimizer", "adamw9", "pretrain.optimizer"),
 ])
 def test_bad_train_config(field, value, key):
@@ -148,3 +148,17 @@ def test_defenses_hear_the_epoch_and_the_learning_rate_schedule():
     defense = _Recording()
     train(_fresh_model(), defense, x, y, CONFIG)
     assert defense.epochs_seen == [(0, 3, 1.0), (1, 3, 1.0), (2, 3, pytest.approx(0.5))]  # milestone 2, γ 0.5
+
+
+def test_momentum_and_beta1_reach_the_optimizer_and_are_checked():
+    sgd = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="sgd", momentum=0.9)
+    adam = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=5e-4, optimizer="adam", beta1=0.5)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert sgd.build_optimizer(params).param_groups[0]["momentum"] == 0.9
+    assert adam.build_optimizer(params).param_groups[0]["betas"] == (0.5, 0.999)
+    assert TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1).build_optimizer(
+        params).param_groups[0]["betas"] == (0.9, 0.999)  # torch's defaults when not set
+    with pytest.raises(ConfigError, match=r"'k\.momentum'"):
+        TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="adam", momentum=0.9)
+    with pytest.raises(ConfigError, match=r"'k\.beta1'"):
+        TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="sgd", beta1=0.5)

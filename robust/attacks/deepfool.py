@@ -28,7 +28,7 @@ Simplified / chosen here:
   that coordinates pinned at 0 or 1 do not accumulate perturbation without effect that later
   steps would first have to undo; without clipping this changes nothing. An example whose
   prediction never flips within ``steps`` keeps its last iterate;
-- as in the reference code (not in Algorithm 2), every step goes ``STEP_SLACK`` = 1e-4
+- as in the reference code (not in Algorithm 2), every step goes ``slack`` = 1e-4 (default)
   (in the attack's norm, input units) beyond the linearised boundary. Without it the
   iterates of a curved boundary converge onto it from the original side (each step's
   overshoot is only ``overshoot`` times an ever smaller step) and whether an example is
@@ -101,7 +101,7 @@ def boundary_gaps(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> tup
     return f_diff, torch.stack(rows, dim=1)
 
 
-def _closest_boundary_step(f_diff: torch.Tensor, w_diff: torch.Tensor, norm: str) -> torch.Tensor:
+def _closest_boundary_step(f_diff: torch.Tensor, w_diff: torch.Tensor, norm: str, slack: float) -> torch.Tensor:
     """DeepFool step r_i (N, D) towards the closest linearised boundary, in ``norm``."""
     dual, direction = DUAL[norm]
     rows = torch.arange(len(f_diff), device=f_diff.device)
@@ -112,7 +112,7 @@ def _closest_boundary_step(f_diff: torch.Tensor, w_diff: torch.Tensor, norm: str
     target = dist.argmin(dim=1)
     f_l, w_l, norm_l = f_diff[rows, target], w_diff[rows, target], w_norm[rows, target]
     norm_l = norm_l.clamp_min(torch.finfo(norm_l.dtype).tiny)
-    length = f_l.abs() / norm_l + STEP_SLACK
+    length = f_l.abs() / norm_l + slack
     # an example with no usable direction (all gradients zero) gets no step
     length = torch.where(usable[rows, target], length, torch.zeros_like(length))
     return length.unsqueeze(1) * direction(w_l, norm_l)
@@ -128,17 +128,21 @@ def deepfool(
     steps: int = 50,
     overshoot: float = 0.02,
     norm: str = "l2",
+    slack: float = STEP_SLACK,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Return DeepFool adversarial examples ``clip(x + (1 + overshoot) · r_tot)``, detached.
 
     ``steps`` bounds the number of linearisation steps per example (50 is the reference
     code's default); ``overshoot`` 0.02 is the paper's value; ``norm`` ("l2" or "linf") is
-    the norm whose perturbation is minimised. ``generator`` is accepted for the common
-    attack signature; DeepFool draws nothing.
+    the norm whose perturbation is minimised; ``slack`` is how far each step goes beyond the
+    linearised boundary (the reference code's 1e-4; 0 is Algorithm 2 as printed, as
+    torchattacks implements it). ``generator`` is accepted for the common attack signature;
+    DeepFool draws nothing.
     """
     steps = check_positive_int(steps, "steps")
     overshoot = check_non_negative(overshoot, "overshoot")
+    slack = check_non_negative(slack, "slack")
     norm = check_choice(norm, "norm", DUAL)
     check_inputs(x, y)
 
@@ -161,7 +165,7 @@ def deepfool(
             # through examples that are done
             x_in, logits = _forward_with_graph(model, x_adv[active])
         f_diff, w_diff = boundary_gaps(x_in, logits, y[active])
-        r_tot[active] += _closest_boundary_step(f_diff, w_diff, norm)
+        r_tot[active] += _closest_boundary_step(f_diff, w_diff, norm, slack)
         x_active = x[active]
         x_adv[active] = x_new = clip_box(x_active + (1 + overshoot) * r_tot[active].view_as(x_active))
         r_tot[active] = (x_new - x_active).flatten(1) / (1 + overshoot)

@@ -11,6 +11,20 @@ from __future__ import annotations
 from robust.defenses.base import DEFENSES, AdversarialMix, Defense, build_defense, register_defense
 
 # imported for their @register_defense side effect; after DEFENSES exists
-from robust.defenses import at, cross_lipschitz, input_gradient, jacobian, none  # noqa: E402,F401
+from robust.defenses import (  # noqa: E402,F401
+    afd,
+    at,
+    critic,
+    cross_lipschitz,
+    input_gradient,
+    jacobian,
+    jarn,
+    margin,
+    none,
+    rep_matching,
+    sgr,
+    trades,
+    vat,
+)
 
 __all__ = ["DEFENSES", "AdversarialMix", "Defense", "build_defense", "register_defense"]

@@ -21,4 +21,4 @@ def build_model(arch: str, *, in_shape: tuple[int, int, int], num_classes: int, 
     return ARCHS.get(arch)(in_shape=tuple(in_shape), num_classes=num_classes, width=float(width))
 
 
-from robust.models import jakubovitz  # noqa: E402,F401  (registers its architectures)
+from robust.models import critic, jakubovitz, jarn, resnet, sgr, wrn  # noqa: E402,F401  (registers its architectures)
