@@ -77,3 +77,13 @@ def affine_classifier(gen: torch.Generator, n_classes: int, n: int = 32):
     with torch.no_grad():
         logits = model(x)
     return model, linear, x, logits, logits.argmax(1)
+
+
+def prototype_batch(n: int, *, side: int, classes: int, seed: int = 1,
+                    dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy copies of fixed random class prototypes (1×side×side, in [0, 1]): learnable in a few steps."""
+    means = torch.rand((classes, 1, side, side), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = (means[y] + 0.15 * torch.randn((n, 1, side, side), generator=g)).clamp(0, 1)
+    return x.to(dtype), y

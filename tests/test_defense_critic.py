@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from prototypes import prototype_batch
 from torch import nn
 from torch.autograd.functional import jacobian
 
@@ -22,14 +23,10 @@ from robust.models.critic import AdversaryCritic
 from robust.train import TrainConfig, train
 
 K = 4
-_MEANS = torch.rand((K, 1, 6, 6), generator=torch.Generator().manual_seed(0))
 
 
 def batch(n: int = 24, seed: int = 1, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, K, (n,), generator=g)
-    x = (_MEANS[y] + 0.15 * torch.randn((n, 1, 6, 6), generator=g)).clamp(0, 1)
-    return x.to(dtype), y
+    return prototype_batch(n, side=6, classes=K, seed=seed, dtype=dtype)
 
 
 def mlp(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from prototypes import fit_with_defense, prototype_batch
 from torch import nn
 from torch.autograd.functional import jacobian as brute_jacobian
 
@@ -17,8 +18,6 @@ from robust.defenses import DEFENSES, Defense, build_defense
 from robust.defenses.base import hyperparameters
 from robust.errors import ConfigError
 from robust.jacobian import jacobian_frobenius_sq
-
-from prototypes import fit_with_defense
 
 K = 5
 FGSM = {"name": "fgsm", "eps": 0.1}
@@ -35,15 +34,8 @@ def tiny_cnn(dropout: bool = True, dtype: torch.dtype = torch.float32) -> nn.Mod
     return nn.Sequential(*layers, nn.Linear(16, K)).to(dtype)
 
 
-_MEANS = torch.rand((K, 1, 8, 8), generator=torch.Generator().manual_seed(0))
-
-
 def batch(n: int = 10, seed: int = 1, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noisy class prototypes in [0, 1]: learnable in a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, K, (n,), generator=g)
-    x = (_MEANS[y] + 0.15 * torch.randn((n, 1, 8, 8), generator=g)).clamp(0, 1)
-    return x.to(dtype), y
+    return prototype_batch(n, side=8, classes=K, seed=seed, dtype=dtype)
 
 
 def build(name: str, **params) -> Defense:
@@ -285,3 +277,20 @@ def test_register_defense_refuses_hyperparameters_that_params_cannot_set():
                 super().__init__()
 
     assert "positional-hyperparameter" not in DEFENSES
+
+
+GUARDED = [name for name in DEFENSES.names() if DEFENSES.get(name).divergence_limits]
+
+
+def test_the_gan_style_defenses_guard_their_extra_networks():
+    assert {"jarn", "critic", "afd"} <= set(GUARDED)
+
+
+@pytest.mark.parametrize("name", GUARDED)
+def test_every_guarded_term_is_logged_once_the_defense_is_active(name):
+    """A limit on a term the defense never logs would never stop an exploding discriminator."""
+    model, (x, y) = tiny_cnn().train(), batch()
+    defense = build(name)
+    defense.start_epoch(9, 10, lr_factor=1.0)  # the last epoch: defenses that switch on late are on
+    _, logs = defense.training_step(model, x, y)
+    assert set(defense.divergence_limits) <= set(logs), sorted(logs)

@@ -10,9 +10,10 @@ accumulated in the model's parameters and their ``requires_grad`` flags are not 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +91,21 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError("x must lie in [0, 1]; models normalise inside forward()")
 
 
+@contextlib.contextmanager
+def parameters_frozen(module: nn.Module) -> Iterator[None]:
+    """Gradients flow through ``module`` to its input but not into its parameters; flags restored on exit."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
 def frozen_parameters(attack: Callable) -> Callable:
-    """Decorator: run the attack with the model's parameters frozen, restoring every flag after.
+    """Decorator: run the attack with the model's parameters frozen (``parameters_frozen``).
 
     Attacks differentiate with respect to the input only; with trainable parameters autograd
     would still save every layer's input for weight gradients nobody asks for. Freezing them
@@ -100,14 +114,8 @@ def frozen_parameters(attack: Callable) -> Callable:
 
     @functools.wraps(attack)
     def run(model: nn.Module, *args, **kwargs):
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        for p in trainable:
-            p.requires_grad_(False)
-        try:
+        with parameters_frozen(model):
             return attack(model, *args, **kwargs)
-        finally:
-            for p in trainable:
-                p.requires_grad_(True)
 
     return run
 

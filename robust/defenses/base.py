@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from robust.attacks import check_settings, run_attack
+from robust.attacks.base import parameters_frozen
 from robust.errors import ConfigError
 from robust.registry import Registry
 
@@ -92,18 +93,14 @@ def _check_keys(params: Mapping[str, Any], allowed: set[str], key: str, required
 def attack_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and frozen parameters while generating examples; every flag restored on exit."""
     modes = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
     model.eval()
-    for param, _ in flags:
-        param.requires_grad_(False)
     try:
-        yield
+        with parameters_frozen(model):
+            yield
     finally:
         # per module, so a deliberately mixed state (e.g. frozen BatchNorm) survives
         for module, training in modes:
             module.training = training
-        for param, flag in flags:
-            param.requires_grad_(flag)
 
 
 class Defense:

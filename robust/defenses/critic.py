@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robust.attacks.base import parameters_frozen
 from robust.attacks.high_confidence import closest_boundary_target, high_confidence_path
 from robust.defenses.base import KEY, Defense, is_number, register_defense
 from robust.errors import ConfigError
@@ -85,19 +86,6 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in modes:
             module.training = training
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Gradients flow through ``module`` to its input but not into its parameters."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def class_logit(critic: AdversaryCritic, x: torch.Tensor, cls: torch.Tensor,
@@ -135,7 +123,7 @@ def fool_loss(critic: AdversaryCritic, x_adv: torch.Tensor, y_adv: torch.Tensor,
     """BCE(D_{y_adv}(x_adv), 1) over the successful attacks; 0 when none succeeded. The critic stays fixed."""
     if not success.any():
         return x_adv.new_zeros(())
-    with frozen(critic):
+    with parameters_frozen(critic):
         z = class_logit(critic, x_adv[success], y_adv[success], generator)
     return F.binary_cross_entropy_with_logits(z, torch.ones_like(z))
 
