@@ -21,7 +21,10 @@ from robust.stage import stage, stage_params
 def main(name, study, params_file, defense_key, finetune_key, base_dir, data_dir, out_dir) -> None:
     history = finetune_run(stage_params(params_file), defense_key, finetune_key, base_dir, data_dir, out_dir,
                            name=name, study=study)
-    click.echo(f"run {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
+    if history.empty:  # 0 epochs: the run evaluates its base as it was trained
+        click.echo(f"run {name}: the base unchanged (0 epochs)")
+    else:
+        click.echo(f"run {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
 
 
 if __name__ == "__main__":
