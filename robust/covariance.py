@@ -33,7 +33,8 @@ def ema(previous: torch.Tensor | None, estimate: torch.Tensor, beta: float) -> t
     """Eq. 14: (1 − β)·previous + β·estimate; the first estimate stands alone."""
     if previous is None:
         return estimate.clone()
-    return (1 - beta) * previous + beta * estimate
+    # a resumed run's state is loaded on the CPU; the estimate is on the batch's device
+    return (1 - beta) * previous.to(estimate.device) + beta * estimate
 
 
 class MatrixCovariance:
@@ -56,7 +57,7 @@ class MatrixCovariance:
 
     def apply(self, g: torch.Tensor) -> torch.Tensor:
         """Σg per example, same shape as g."""
-        return (g.flatten(1) @ self.matrix).view_as(g)  # Σ is symmetric
+        return (g.flatten(1) @ self.matrix.to(g.device)).view_as(g)  # Σ is symmetric
 
     def state_dict(self) -> dict[str, Any]:
         return {"matrix": self.matrix}
@@ -145,7 +146,7 @@ class FunctionCovariance:
         """
         _, channels, height, width = g.shape
         size = (2 * height - 1, 2 * width - 1)
-        kernel = torch.fft.rfft2(self.kernel(channels, height, width, centred=False).to(g.dtype), s=size)
+        kernel = torch.fft.rfft2(self.kernel(channels, height, width, centred=False).to(g), s=size)
         spectra = torch.fft.rfft2(g, s=size)
         product = torch.einsum("bjuv,ijuv->biuv", spectra, kernel)
         return torch.fft.irfft2(product, s=size)[..., :height, :width]
@@ -179,8 +180,8 @@ class DataVariance:
         flat = x.detach().flatten(1).double()
         self.count += len(flat)
         total, total_sq = flat.sum(0), flat.pow(2).sum(0)
-        self.total = total if self.total is None else self.total + total
-        self.total_sq = total_sq if self.total_sq is None else self.total_sq + total_sq
+        self.total = total if self.total is None else self.total.to(total.device) + total
+        self.total_sq = total_sq if self.total_sq is None else self.total_sq.to(total.device) + total_sq
 
     def value(self) -> float:
         mean = self.total / self.count

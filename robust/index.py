@@ -30,9 +30,9 @@ def load_index(root: Path = Path(".")) -> tuple[dict[str, dict], dict[str, dict]
     for name in dvc.get("vars", []):
         if isinstance(name, str):
             files[name] = load_params(root / name)
-    index: dict[str, dict] = {section: {} for section in INDEX_FIELDS}
+    index: dict[str, dict] = {section: {} for section in (*INDEX_FIELDS, "figures")}
     for name, params in files.items():
-        for section in INDEX_FIELDS:
+        for section in index:
             for item, fields in require_mapping(params.get(section, {}), f"{name}:{section}").items():
                 index[section][item] = {"_file": name, **require_mapping(fields, f"{section}.{item}")}
     return index, files
@@ -56,3 +56,10 @@ def check_index(index: Mapping[str, dict], files: Mapping[str, dict]) -> None:
                 if field in fields and fields[field] not in index[target]:
                     raise ConfigError(f"{section}.{item}.{field}", f"no {target} entry {fields[field]!r}",
                                       sorted(index[target]))
+    # a figure is drawn from a run's saved examples: its key is the run, in the run's study
+    for run, fields in index["figures"].items():
+        if run not in index["runs"]:
+            raise ConfigError(f"figures.{run}", "no runs entry of that name", sorted(index["runs"]))
+        if fields.get("study") != index["runs"][run]["study"] or fields.get("dataset") != index["runs"][run]["dataset"]:
+            raise ConfigError(f"figures.{run}", f"study and dataset must be the run's: "
+                              f"{index['runs'][run]['study']!r}, {index['runs'][run]['dataset']!r}")

@@ -15,8 +15,10 @@ import torch
 
 from robust import data
 from robust.defenses import build_defense
+from robust.device import resolve_device
+from robust.distributed import is_main, local_device
 from robust.errors import ConfigError
-from robust.evaluate import evaluate, fixed_subset, parse_suite
+from robust.evaluate import evaluate, fixed_subset, parse_suite, predictions
 from robust.io import load_torch, save_json, save_parquet, save_torch
 from robust.models import build_model
 from robust.params import (
@@ -36,8 +38,9 @@ log = logging.getLogger(__name__)
 RESUME_DIR = Path("data/.resume")
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def device(params: Mapping) -> torch.device:
+    """The params' ``device`` (auto when absent); in a torchrun launch, this process's GPU."""
+    return local_device(resolve_device(params.get("device", "auto")))
 
 
 def prepare_dataset(params: Mapping, data_key: str, out_dir: Path) -> dict:
@@ -52,31 +55,43 @@ def prepare_dataset(params: Mapping, data_key: str, out_dir: Path) -> dict:
     return data.prepare(config["name"], out_dir, root=config.get("root"), seed=seed_of(params), **sizes)
 
 
-def _load_model(path: Path) -> tuple[torch.nn.Module, dict]:
+def load_model(path: Path, on: torch.device) -> tuple[torch.nn.Module, dict]:
     state = load_torch(path)
     config = state["config"]
     model = build_model(config["arch"], in_shape=config["in_shape"], num_classes=config["num_classes"],
                         width=config["width"])
     model.load_state_dict(state["model"])
-    return model.to(device()).eval(), config
+    return model.to(on).eval(), config
+
+
+SCALE_KEYS = {"epochs", "batch_size", "lr", "milestones", "gamma"}
 
 
 def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
-    """Merge the phase's settings (optimizer, l2) with the profile's scale (epochs, batch, lr)."""
+    """Merge the phase's settings (optimizer, l2) with the profile's scale (epochs, batch, lr).
+
+    A config may override the profile's scale for itself under ``profiles.<profile>`` (a
+    paper whose schedule differs from the main experiment's) and set its own ``seed``
+    (repeated runs of one row); its own ``epochs`` overrides every profile's (0: evaluate the
+    base as it was trained).
+    """
     profile, settings = profile_settings(params)
     scale = require_mapping(lookup(settings, phase), f"profiles.{profile}.{phase}")
-    check_keys(scale, f"profiles.{profile}.{phase}", {"epochs", "batch_size", "lr", "milestones", "gamma"},
-               {"epochs", "batch_size", "lr"})
+    check_keys(scale, f"profiles.{profile}.{phase}", SCALE_KEYS, {"epochs", "batch_size", "lr"})
     own = require_mapping(lookup(params, key), key)
-    # a phase's own `epochs` overrides the profile's (0: evaluate the base as it was trained)
-    return TrainConfig.from_params(key=key, seed=seed_of(params), **{**scale, **{
-        k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs", "momentum", "beta1"}}})
+    overrides = require_mapping(lookup(own, f"profiles.{profile}", {}), f"{key}.profiles.{profile}")
+    check_keys(overrides, f"{key}.profiles.{profile}", SCALE_KEYS)
+    seed = own.get("seed", seed_of(params))
+    require_number(seed, f"{key}.seed", low=0, integer=True)
+    return TrainConfig.from_params(key=key, seed=int(seed), **{**scale, **overrides, **{
+        k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs", "momentum", "beta1", "amp"}}})
 
 
 def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path, *, name: str) -> pd.DataFrame:
     """Training of a base model from scratch: plain, or with the config's ``defense`` ("regular" training)."""
     config = require_mapping(lookup(params, base_key), base_key)
-    check_keys(config, base_key, {"arch", "optimizer", "l2", "momentum", "beta1", "defense"}, {"arch"})
+    check_keys(config, base_key, {"arch", "optimizer", "l2", "momentum", "beta1", "amp", "defense",
+                                       "seed", "profiles"}, {"arch"})
     defense_config = require_mapping(config.get("defense", {"name": "none"}), f"{base_key}.defense")
     defense = build_defense(defense_config, key=f"{base_key}.defense")
     train_config = _train_config(params, "pretrain", base_key)
@@ -86,9 +101,9 @@ def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path,
     model_config = {"arch": config["arch"], "in_shape": list(manifest["shape"]), "num_classes": manifest["num_classes"],
                     "width": float(require_number(settings.get("width", 1.0), f"profiles.{profile}.width", low=0)),
                     "dataset": manifest["name"], "profile": profile, "base": name,
-                    "base_defense": defense_config}
+                    "base_defense": defense_config, "seed": train_config.seed}
     model = build_model(config["arch"], in_shape=model_config["in_shape"], num_classes=model_config["num_classes"],
-                        width=model_config["width"]).to(device())
+                        width=model_config["width"]).to(device(params))
     x, y = data.load_split(data_dir, "train")
     held_out = data.load_split(data_dir, "test")
     history, seconds = train(model, defense, x, y, train_config, held_out=held_out,
@@ -103,10 +118,10 @@ def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir:
     defense_config = require_mapping(lookup(params, defense_key), defense_key)
     defense = build_defense(defense_config, key=defense_key)
     check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key,
-               {"optimizer", "momentum", "beta1", "epochs"})
+               {"optimizer", "momentum", "beta1", "epochs", "amp", "profiles"})
     train_config = _train_config(params, "finetune", finetune_key)
     seed_everything(train_config.seed)
-    model, model_config = _load_model(base_dir / "model.pt")
+    model, model_config = load_model(base_dir / "model.pt", device(params))
     # a run that trains for 0 epochs evaluates its base: the base's defense is the one that shaped it
     shaped_by = defense_config if train_config.epochs else model_config.get("base_defense", {"name": "none"})
     model_config = {**model_config, "run": name, "study": study, "defense": shaped_by}
@@ -119,6 +134,8 @@ def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir:
 
 
 def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFrame, seconds: list[float]) -> None:
+    if not is_main():  # in a multi-process run every process holds the same model: rank 0 writes it
+        return
     save_torch({"model": model.state_dict(), "config": model_config}, out_dir / "model.pt")
     save_parquet(history, out_dir / "history.parquet")
     # Wall-clock time is kept apart from the parquet files so those stay byte-identical.
@@ -129,8 +146,12 @@ def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFra
 def _attack_settings(params: Mapping, attack_key: str) -> tuple[dict, int, int | None]:
     """The run's attack config, its batch size and the profile's evaluation subset size."""
     config = require_mapping(lookup(params, attack_key), attack_key)
-    check_keys(config, attack_key, {"suite", "batch_size", "transfer", "sanity"}, {"suite"})
+    check_keys(config, attack_key, {"suite", "batch_size", "transfer", "sanity", "profiles"}, {"suite"})
     profile, settings = profile_settings(params)
+    # a study may replace entries for one profile, e.g. a cheaper C&W where only the wiring is checked
+    overrides = require_mapping(lookup(config, f"profiles.{profile}", {}), f"{attack_key}.profiles.{profile}")
+    check_keys(overrides, f"{attack_key}.profiles.{profile}", {"suite", "batch_size", "transfer", "sanity"})
+    config = {**config, **overrides}
     n = settings.get("eval_examples")
     if n is not None:
         require_number(n, f"profiles.{profile}.eval_examples", low=1, integer=True)
@@ -145,8 +166,10 @@ def _evaluation_subset(data_dir: Path, n: int | None, seed: int) -> tuple[torch.
 
 
 def _frame(rows: list[dict], model_config: dict, profile: str, seed: int) -> pd.DataFrame:
+    # the seed that trained the base tells repeated runs of one row apart; evaluation uses ``seed``
     meta = {"run": model_config["run"], "study": model_config["study"], "dataset": model_config["dataset"],
-            "arch": model_config["arch"], "defense": model_config["defense"]["name"], "profile": profile, "seed": seed}
+            "arch": model_config["arch"], "defense": model_config["defense"]["name"], "profile": profile,
+            "seed": model_config.get("seed", seed)}
     return pd.DataFrame([{**meta, "source": "", **row} for row in rows], columns=RESULT_COLUMNS)
 
 
@@ -163,7 +186,7 @@ def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, 
     large_eps, max_accuracy = large_eps_settings(config.get("sanity"), f"{attack_key}.sanity")
     seed = seed_of(params)
     seed_everything(seed)
-    model, model_config = _load_model(run_dir / "model.pt")
+    model, model_config = load_model(run_dir / "model.pt", device(params))
     x, y, subset = _evaluation_subset(data_dir, n, seed)
     extra = [spec for spec in transfer if spec not in suite]
     for spec in extra:
@@ -175,7 +198,8 @@ def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, 
                                          seed=seed)
     rows += suite_checks(rows)
     frame = _frame(rows, model_config, profile_settings(params)[0], seed)
-    save_adversarial(result.outcomes, subset, adversarial_out)
+    save_adversarial(result.outcomes, subset, adversarial_out,
+                     predict=lambda x_adv: predictions(model, x_adv, batch_size))
     save_parquet(frame, out)
     return frame
 
@@ -185,7 +209,7 @@ def transfer_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path
     """Classify every study run's transfer examples with this run's model: one column of the matrix."""
     _, batch_size, n = _attack_settings(params, attack_key)
     seed = seed_of(params)
-    model, model_config = _load_model(run_dir / "model.pt")
+    model, model_config = load_model(run_dir / "model.pt", device(params))
     x, y, subset = _evaluation_subset(data_dir, n, seed)
     rows = transfer_rows(model, x, y, subset, load_sources(sources_dir), target=model_config["run"],
                          batch_size=batch_size)

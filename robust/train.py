@@ -4,10 +4,23 @@ The loop owns batching, optimisation, seeding, checkpoints and progress; a defen
 computes the loss of one batch (``Defense.training_step``). All randomness of epoch ``e``
 (shuffling, dropout, attack random starts) is derived from ``(seed, e)``, so a run resumed
 from the checkpoint of epoch ``e - 1`` continues exactly as an uninterrupted run would.
+
+Device: the model's (``robust.device``); each batch is moved there. Mixed precision: a phase's
+``amp: true`` runs the defense's step (forward passes, attacks, the defense's own updates)
+under bf16 autocast on the model's device; the ``l2`` term, the backward pass of the returned
+loss and the optimizer step stay in float32, on float32 weights. No gradient scaling: bf16
+has float32's exponent range. Allowed only for defenses that set ``supports_amp`` (first-order
+steps, ``robust.defenses.base``); off by default, since bf16 changes the numbers.
+
+Several processes: when a process group is open (``robust.distributed``, launched with
+torchrun) each process trains on its part of every global batch and the gradients are
+averaged, so the run follows the one-process run on the same global batches; that module
+says where it does not. Only rank 0 writes the resume checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -21,7 +34,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robust.defenses import Defense
+from robust.defenses import DEFENSES, Defense
+from robust.device import bf16_autocast_available
+from robust.distributed import Sync, rank_and_size
 from robust.errors import ConfigError
 from robust.io import load_torch, save_torch
 from robust.params import require_number
@@ -43,6 +58,8 @@ class TrainConfig:
     seed: int = 0
     momentum: float | None = None  # sgd / rmsprop momentum (torch default 0 when None)
     beta1: float | None = None  # adam's first-moment decay (torch default 0.9 when None; the critic uses 0.5)
+    amp: bool = False  # bf16 autocast around the defense's step, where the defense allows it (module docstring)
+    key: str = "train"  # the params key the values came from, named in errors found at training time
 
     @classmethod
     def from_params(cls, *, key: str, seed: int, **values) -> TrainConfig:
@@ -62,7 +79,11 @@ class TrainConfig:
             float(require_number(values["momentum"], f"{key}.momentum", low=0, high=1)),
             beta1=None if values.get("beta1") is None else
             float(require_number(values["beta1"], f"{key}.beta1", low=0, high=1)),
+            amp=values.get("amp", False),
+            key=key,
         )
+        if not isinstance(config.amp, bool):
+            raise ConfigError(f"{key}.amp", f"must be true or false, got {config.amp!r}")
         if config.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{key}.optimizer", f"unknown optimizer {config.optimizer!r}", OPTIMIZERS)
         if config.momentum is not None and config.optimizer == "adam":
@@ -90,6 +111,22 @@ def seed_everything(seed: int) -> None:
     # TF32 convolutions (on by default on Ampere and newer) round far beyond fp32
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def autocast(config: TrainConfig, defense: Defense, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the defense's step when ``config.amp``; a ConfigError where it is not allowed."""
+    if not config.amp:
+        return contextlib.nullcontext()
+    if not defense.supports_amp:
+        allowing = ", ".join(name for name in DEFENSES.names() if DEFENSES.get(name).supports_amp)
+        name = getattr(defense, "name", type(defense).__name__)
+        raise ConfigError(f"{config.key}.amp", f"defense {name!r} does not allow bf16 autocast (double "
+                          "backpropagation, or a finite difference below bf16 resolution)",
+                          f"false; true with defense {allowing}")
+    if not bf16_autocast_available(device):
+        raise ConfigError(f"{config.key}.amp", "bf16 autocast needs a GPU with native bfloat16 (Ampere or newer), "
+                          f"not {torch.cuda.get_device_name(device)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -125,8 +162,15 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
 
     ``checkpoint`` (outside DVC's outputs) holds the state after the last complete epoch;
     training resumes from it and it is deleted once training finishes.
+
+    In a process group of several processes (``robust.distributed``) every process calls it
+    with the same arguments; the history (logged terms averaged over all examples) is the same
+    on every process.
     """
     device = next(model.parameters()).device
+    autocast(config, defense, device)  # a refused ``amp`` stops the run before any work
+    sync = Sync() if rank_and_size()[1] > 1 else None
+    main = sync is None or sync.rank == 0
     optimizer = config.build_optimizer(model.parameters())
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
     history: list[dict] = []
@@ -139,50 +183,88 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
         defense.load_state_dict(state["defense"])
         history, start_epoch = state["history"], state["epoch"]
         log.info("%s: resuming after epoch %d from %s", desc, start_epoch, checkpoint)
+    if sync is not None:
+        sync.broadcast_module(model)  # every process starts from rank 0's weights, as DDP does
+        defense.gradient_sync = sync.reduce_gradients
+    has_buffers = any(True for _ in model.buffers())
 
     seconds: list[float] = []
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        torch.manual_seed(_epoch_seed(config.seed, epoch))
-        generator = torch.Generator(device=device).manual_seed(_epoch_seed(config.seed, epoch))
-        defense.generator = generator
-        # defenses with their own networks and optimizers follow the model's schedule and progress
-        defense.start_epoch(epoch, config.epochs, lr_factor=optimizer.param_groups[0]["lr"] / config.lr)
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch)))
-        totals: dict[str, float] = {}
-        seen = 0
-        model.train()
-        batches = order.split(config.batch_size)
-        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
-        for index in bar:
-            xb, yb = x[index].to(device), y[index].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss, logs = defense.training_step(model, xb, yb)
-            if config.l2 > 0:
-                loss = loss + config.l2 * sum(w.pow(2).sum() for w in model.l2_weights()) / 2
-            check_divergence(loss, logs, defense.divergence_limits, desc=desc, epoch=epoch + 1)
-            loss.backward()
-            optimizer.step()
-            seen += len(yb)
-            for name, value in {**logs, "loss": float(loss.detach())}.items():  # loss: the full objective
-                totals[name] = totals.get(name, 0.0) + float(value) * len(yb)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-               **{name: total / seen for name, total in sorted(totals.items())}}
-        schedule.step()
-        if held_out is not None:
-            row["held_out_accuracy"] = accuracy(model, *held_out, batch_size=config.batch_size)
-        history.append(row)
-        seconds.append(time.perf_counter() - started)
-        log.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 4) for k, v in row.items()})
-        if checkpoint is not None:
-            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "defense": defense.state_dict(),
-                        "history": history, "epoch": epoch + 1}, checkpoint)
-    if checkpoint is not None:
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            torch.manual_seed(_epoch_seed(config.seed, epoch))
+            generator = torch.Generator(device=device).manual_seed(_epoch_seed(config.seed, epoch))
+            defense.generator = generator
+            # defenses with their own networks and optimizers follow the model's schedule and progress
+            defense.start_epoch(epoch, config.epochs, lr_factor=optimizer.param_groups[0]["lr"] / config.lr)
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch)))
+            totals: dict[str, float] = {}
+            seen = 0
+            model.train()
+            batches = order.split(config.batch_size)
+            # only rank 0 shows progress; otherwise tqdm's own defaults (and TQDM_* variables) hold
+            bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch",
+                       **({} if main else {"disable": True}))
+            for index in bar:
+                if sync is not None:
+                    if len(index) < sync.size:
+                        continue  # no example for some process: every process skips it
+                    local = sync.shard(index)
+                    sync.weight = len(local) / len(index)
+                    index = local
+                xb, yb = x[index].to(device), y[index].to(device)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(config, defense, device):
+                    loss, logs = defense.training_step(model, xb, yb)
+                if config.l2 > 0:
+                    loss = loss + config.l2 * sum(w.pow(2).sum() for w in model.l2_weights()) / 2
+                _check_divergence_everywhere(sync, loss, logs, defense.divergence_limits, desc=desc, epoch=epoch + 1)
+                loss.backward()
+                if sync is not None:
+                    sync.reduce_gradients(model.parameters())
+                optimizer.step()
+                if sync is not None and has_buffers:
+                    sync.broadcast_module(model, parameters=False)
+                seen += len(yb)
+                for name, value in {**logs, "loss": float(loss.detach())}.items():  # loss: the full objective
+                    totals[name] = totals.get(name, 0.0) + float(value) * len(yb)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            if sync is not None:
+                totals, seen = sync.sum_totals(totals, seen)
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                   **{name: total / seen for name, total in sorted(totals.items())}}
+            schedule.step()
+            if held_out is not None:
+                row["held_out_accuracy"] = accuracy(model, *held_out, batch_size=config.batch_size)
+            history.append(row)
+            seconds.append(time.perf_counter() - started)
+            if main:
+                log.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 4) for k, v in row.items()})
+            if checkpoint is not None and main:
+                save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "defense": defense.state_dict(),
+                            "history": history, "epoch": epoch + 1}, checkpoint)
+    finally:
+        defense.gradient_sync = None
+    if checkpoint is not None and main:
         checkpoint.unlink(missing_ok=True)
     model.eval()
     return pd.DataFrame(history), seconds
+
+
+def _check_divergence_everywhere(sync: Sync | None, loss: torch.Tensor, logs: Mapping[str, float],
+                                 limits: Mapping[str, float], *, desc: str, epoch: int) -> None:
+    """``check_divergence``; with several processes, all stop when one diverges (none waits forever)."""
+    if sync is None:
+        check_divergence(loss, logs, limits, desc=desc, epoch=epoch)
+        return
+    error = None
+    try:
+        check_divergence(loss, logs, limits, desc=desc, epoch=epoch)
+    except FloatingPointError as caught:
+        error = caught
+    if sync.any(error is not None):
+        raise error or FloatingPointError(f"{desc}: diverged at epoch {epoch} in another process")
 
 
 @torch.no_grad()

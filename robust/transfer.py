@@ -12,11 +12,17 @@ gradients are likely masked.
 
 A point counts as correct only if the target classifies it correctly both clean and
 attacked, the protocol of the white-box evaluation.
+
+Besides accuracy, ``target_agreement`` is the fraction of the examples that fooled their
+source for which the target predicts what the source was fooled into (the adversarial
+target), over those examples only (``n``). Read by a separately trained robust target, it is
+the software proxy of the adversary critic's human study (Matyasko & Chau 2018, Table 2: how
+often annotators gave an adversarial example its adversarial label).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -27,10 +33,16 @@ from robust.io import load_torch, save_torch
 from robust.sanity import check_row
 
 
-def save_adversarial(outcomes: Sequence[Outcome], indices: torch.Tensor, path: Path) -> None:
-    """Write the kept adversarial examples of ``outcomes`` with the subset they were crafted on."""
+def save_adversarial(outcomes: Sequence[Outcome], indices: torch.Tensor, path: Path,
+                     predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Write the kept adversarial examples of ``outcomes`` with the subset they were crafted on.
+
+    ``predict`` is the source model: its predictions at the examples (the adversarial targets
+    it was fooled into) are saved with the mask of examples it flipped.
+    """
     attacks = [{"name": o.spec.name, "label": o.spec.label, "norm": o.spec.norm, "eps": o.spec.eps,
-                "steps": o.spec.steps, "x_adv": o.x_adv} for o in outcomes if o.x_adv is not None]
+                "steps": o.spec.steps, "x_adv": o.x_adv, "pred": predict(o.x_adv), "flipped": o.flipped}
+               for o in outcomes if o.x_adv is not None]
     save_torch({"indices": indices, "attacks": attacks}, path)
 
 
@@ -53,12 +65,19 @@ def transfer_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: t
             raise ValueError(f"run {source!r} crafted its transfer examples on other test points than {target!r}; "
                              "runs of one study must share dataset, seed and profiles.<profile>.eval_examples")
         for attack in payload["attacks"]:
-            robust = correct & (predictions(model, attack["x_adv"], batch_size) == y)
+            predicted = predictions(model, attack["x_adv"], batch_size)
+            robust = correct & (predicted == y)
             rows.append(_row(attack, source, "accuracy", robust.float().mean().item(), len(y)))
+            fooled = attack["flipped"]
+            if fooled.any():
+                agree = (predicted == attack["pred"]) & fooled
+                rows.append(_row(attack, source, "target_agreement", (agree.sum() / fooled.sum()).item(),
+                                 int(fooled.sum())))
     return rows + _checks(rows, target)
 
 
 def _checks(rows: Sequence[dict], target: str) -> list[dict]:
+    rows = [r for r in rows if r["metric"] == "accuracy"]
     whitebox = {_cell(r): r["value"] for r in rows if r["source"] == target}
     checks = []
     for row in rows:

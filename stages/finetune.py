@@ -1,10 +1,15 @@
-"""DVC stage `defense-finetune`: apply one run's defense as post-processing of its base."""
+"""DVC stage `defense-finetune`: apply one run's defense as post-processing of its base.
+
+Launched with ``torchrun --nproc-per-node N --`` instead of ``python``, it trains data-parallel
+over N processes (``robust.distributed``); rank 0 writes the outputs.
+"""
 
 from pathlib import Path
 
 import click
 
-from robust.pipeline import finetune_run
+from robust.distributed import is_main, process_group
+from robust.pipeline import device, finetune_run
 from robust.stage import stage, stage_params
 
 
@@ -19,12 +24,13 @@ from robust.stage import stage, stage_params
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @stage
 def main(name, study, params_file, defense_key, finetune_key, base_dir, data_dir, out_dir) -> None:
-    history = finetune_run(stage_params(params_file), defense_key, finetune_key, base_dir, data_dir, out_dir,
-                           name=name, study=study)
-    if history.empty:  # 0 epochs: the run evaluates its base as it was trained
-        click.echo(f"run {name}: the base unchanged (0 epochs)")
-    else:
-        click.echo(f"run {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
+    params = stage_params(params_file)
+    with process_group(device(params)):
+        history = finetune_run(params, defense_key, finetune_key, base_dir, data_dir, out_dir, name=name, study=study)
+        if is_main():
+            # 0 epochs: the run evaluates its base as it was trained
+            click.echo(f"run {name}: the base unchanged (0 epochs)" if history.empty else
+                       f"run {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""DVC stage `pretrain`: train one base model (no defense) on its prepared dataset."""
+"""DVC stage `pretrain`: train one base model (no defense) on its prepared dataset.
+
+Launched with ``torchrun --nproc-per-node N --`` instead of ``python``, it trains data-parallel
+over N processes (``robust.distributed``); rank 0 writes the outputs.
+"""
 
 from pathlib import Path
 
 import click
 
-from robust.pipeline import pretrain_base
+from robust.distributed import is_main, process_group
+from robust.pipeline import device, pretrain_base
 from robust.stage import stage, stage_params
 
 
@@ -16,8 +21,11 @@ from robust.stage import stage, stage_params
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @stage
 def main(name: str, params_file: str, base_key: str, data_dir: Path, out_dir: Path) -> None:
-    history = pretrain_base(stage_params(params_file), base_key, data_dir, out_dir, name=name)
-    click.echo(f"base {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
+    params = stage_params(params_file)
+    with process_group(device(params)):
+        history = pretrain_base(params, base_key, data_dir, out_dir, name=name)
+        if is_main():
+            click.echo(f"base {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,13 @@ import torchattacks
 from prototypes import N_CLASSES, accuracy, affine_classifier, trained_classifier
 from torch import nn
 
+import robust.attacks.deepfool as deepfool_module
+import robust.attacks.pgd as pgd_module
 from robust.attacks import ATTACKS, MINIMAL_PERTURBATION, run_attack
 from robust.attacks.deepfool import STEP_SLACK, boundary_gaps, deepfool
 from robust.attacks.external import missing_extra
 from robust.attacks.fgsm import fgsm
-from robust.attacks.pgd import pgd
+from robust.attacks.pgd import channels_last, pgd
 from robust.errors import ConfigError
 
 # settings each registered attack is exercised with; a new attack must add an entry here
@@ -154,6 +156,7 @@ BAD_SETTINGS = [
     ("deepfool", dict(overshoot=-0.01), "attack.overshoot"),
     ("deepfool", dict(overshoot="0.02"), "attack.overshoot"),
     ("deepfool", dict(slack=-1e-4), "attack.slack"),
+    ("deepfool", dict(step_clip=0), "attack.step_clip"),
 ]
 
 
@@ -336,6 +339,72 @@ def test_deepfool_backpropagates_once_per_other_class_and_never_through_flipped_
         assert (model(x_adv).argmax(1) != y).all()
     assert counter.forward_rows == 2 * len(x)
     assert counter.backward_rows == (n_classes - 1) * len(x)
+
+
+# ---------------------------------------------------------------- channels-last layout (PGD L∞, DeepFool)
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_copies_values_and_convolutions_keep_the_layout(channels):
+    # with one channel, contiguous(memory_format=channels_last) keeps NCHW strides, which
+    # convolutions read as NCHW; the helper's strides must make them produce NHWC
+    x = torch.rand(4, channels, 6, 6, generator=torch.Generator().manual_seed(channels))
+    nhwc = channels_last(x)
+    assert torch.equal(nhwc, x)
+    assert nhwc.stride(1) == 1
+    conv = nn.Conv2d(channels, 5, 3)
+    with torch.no_grad():
+        out = conv(nhwc)
+        torch.testing.assert_close(out, conv(x))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    flat = x.flatten(1)
+    assert channels_last(flat) is flat  # not an image batch: left as it is
+
+
+class _LayoutRecorder(nn.Module):
+    """Records whether each input of ``inner`` is laid out channels-last (unit channel stride)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.unit_channel_stride = inner, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.unit_channel_stride.append(x.stride(1) == 1)
+        return self.inner(x)
+
+
+def _with_default_layout(monkeypatch, module) -> None:
+    monkeypatch.setattr(module, "channels_last", lambda x: x)
+
+
+def test_deepfool_runs_the_model_channels_last_and_only_rounding_changes(trained, monkeypatch):
+    model, x, y = trained
+    recorder = _LayoutRecorder(model)
+    nhwc = deepfool(recorder, x, y, steps=50)
+    assert recorder.unit_channel_stride and all(recorder.unit_channel_stride)
+    assert nhwc.stride() == x.stride()  # the caller's layout comes back
+    _with_default_layout(monkeypatch, deepfool_module)
+    torch.testing.assert_close(nhwc, deepfool(model, x, y, steps=50), rtol=0, atol=1e-5)
+
+
+def test_pgd_linf_runs_the_model_channels_last_and_only_rounding_changes(trained, monkeypatch):
+    model, x, y = trained
+    recorder = _LayoutRecorder(model)
+    nhwc = pgd(recorder, x, y, eps=0.05, steps=10, step_size=0.01, random_start=False)
+    assert len(recorder.unit_channel_stride) == 10 and all(recorder.unit_channel_stride)
+    assert nhwc.stride() == x.stride()
+    _with_default_layout(monkeypatch, pgd_module)
+    torch.testing.assert_close(nhwc, pgd(model, x, y, eps=0.05, steps=10, step_size=0.01, random_start=False),
+                               rtol=0, atol=1e-6)
+
+
+def test_pgd_linf_returns_a_three_channel_batch_in_the_callers_layout():
+    # the model gets NHWC copies; a caller's x.view(n, -1) must keep working on the result
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    x = torch.rand(5, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    x_adv = pgd(model, x, y, eps=0.1, steps=3, step_size=0.03, random_start=False)
+    assert x_adv.is_contiguous()
+    assert deepfool(model, x, y, steps=3).is_contiguous()
 
 
 # ---------------------------------------------------------------- torchattacks cross-check

@@ -306,6 +306,22 @@ def test_deepfool_linf_is_exact_on_affine_models(overshoot):
         assert (model(x_adv).argmax(1) != y).all()
 
 
+
+def test_deepfool_step_clip_bounds_each_step_and_still_reaches_the_boundary(trained):
+    model, x, y = trained
+    correct = _correct(model, x, y)
+    clip, overshoot = 0.05, 0.02
+    free = _norms(deepfool(model, x, y, steps=1, overshoot=overshoot), x, "l2")
+    one = _norms(deepfool(model, x, y, steps=1, overshoot=overshoot, step_clip=clip), x, "l2")
+    assert (one <= (1 + overshoot) * (clip + STEP_SLACK) + 1e-6).all()
+    assert (free[correct] > 1.5 * clip).any(), "no step long enough to be clipped: the test would be vacuous"
+    # more, shorter steps: the examples still flip, and no farther than without the clip
+    clipped = deepfool(model, x, y, steps=200, overshoot=overshoot, step_clip=clip)
+    unclipped = deepfool(model, x, y, steps=200, overshoot=overshoot)
+    assert _flipped(model, clipped, y, correct).float().mean() >= 0.95
+    assert _norms(clipped, x, "l2")[correct].median() <= 1.05 * _norms(unclipped, x, "l2")[correct].median()
+
+
 # ---------------------------------------------------------------- C&W and DDN
 
 CW_FAST = dict(steps=50, binary_steps=4, initial_const=0.1)

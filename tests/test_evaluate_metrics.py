@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import math
 
@@ -14,7 +16,7 @@ from torch import nn
 import robust.evaluate as evaluate_module
 from robust.aggregate import summarize
 from robust.errors import ConfigError, MissingExtra
-from robust.evaluate import Outcome, evaluate, parse_suite, sweep_auc
+from robust.evaluate import Outcome, evaluate, parse_suite, predictions, sweep_auc
 from robust.results import RESULT_COLUMNS, metric_key
 from robust.sanity import large_eps_check, large_eps_settings, suite_checks, violations
 from robust.tables.transfer import transfer_matrices
@@ -189,10 +191,11 @@ def test_transfer_matrix_diagonal_is_white_box_and_checks_flag_masking(trained, 
     indices = torch.arange(len(y))
     spec = parse_suite([{"name": "pgd", "eps": 0.1, "steps": 10, "step_size": 0.025, "random_start": False}])
     result = evaluate(model, x, y, spec, batch_size=64, seed=0, keep=spec)
-    save_adversarial(result.outcomes, indices, tmp_path / "a.pt")
+    predict = functools.partial(predictions, model, batch_size=64)
+    save_adversarial(result.outcomes, indices, tmp_path / "a.pt", predict)
     # a "source" whose examples are the clean points: transfer from it beats nothing
     clean = Outcome(spec[0], result.correct, ~result.correct, torch.zeros(len(y)), x.clone())
-    save_adversarial([clean], indices, tmp_path / "b.pt")
+    save_adversarial([clean], indices, tmp_path / "b.pt", predict)
     sources = load_sources(tmp_path)
     assert list(sources) == ["a", "b"]
 
@@ -208,6 +211,30 @@ def test_transfer_matrix_diagonal_is_white_box_and_checks_flag_masking(trained, 
 
     with pytest.raises(ValueError, match="other test points"):
         transfer_rows(model, x, y, indices.flip(0), sources, target="a", batch_size=64)
+
+
+def test_target_agreement_is_the_share_of_fooling_examples_given_the_source_adversarial_class(trained, tmp_path):
+    model, x, y = trained
+    indices = torch.arange(len(y))
+    spec = parse_suite([{"name": "deepfool", "steps": 50}])
+    result = evaluate(model, x, y, spec, batch_size=64, seed=0, keep=spec)
+    save_adversarial(result.outcomes, indices, tmp_path / "a.pt", functools.partial(predictions, model, batch_size=64))
+    sources = load_sources(tmp_path)
+    flipped = result.outcomes[0].flipped
+    assert flipped.sum() > 10, "too few fooled examples for a meaningful test"
+
+    # judged by the model that was fooled: it agrees with itself on every example
+    rows = transfer_rows(model, x, y, indices, sources, target="a", batch_size=64)
+    assert _value(rows, source="a", metric="target_agreement") == 1.0
+    assert next(r["n"] for r in rows if r["metric"] == "target_agreement") == int(flipped.sum())
+    # a judge that always predicts class 0 agrees exactly where the source was fooled into class 0
+    constant = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
+    with torch.no_grad():
+        constant[1].weight.zero_()
+        constant[1].bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    rows = transfer_rows(constant, x, y, indices, sources, target="judge", batch_size=64)
+    fooled_into_zero = (sources["a"]["attacks"][0]["pred"][flipped] == 0).float().mean().item()
+    assert _value(rows, source="a", metric="target_agreement") == pytest.approx(fooled_into_zero)
 
 
 # ---------------------------------------------------------------- summary keys

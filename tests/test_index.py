@@ -37,7 +37,7 @@ def test_the_repository_index_resolves():
 
 
 @pytest.mark.parametrize("change, key", [
-    (lambda p: p["runs"]["main"].update(base="nope"), r"runs\.main\.base': no bases entry 'nope' \(allowed: .*main\)"),
+    (lambda p: p["runs"]["main"].update(base="nope"), r"runs\.main\.base': no bases entry 'nope' \(allowed: .*\bmain\b"),
     (lambda p: p["runs"]["main"].update(dataset="nope"), r"runs\.main\.dataset'"),
     (lambda p: p["bases"]["main"].update(dataset="mnist"), r"bases\.main\.dataset'"),
     (lambda p: p["runs"]["main"].update(attack_key="attacks"), r"'attacks': missing"),
@@ -57,4 +57,16 @@ def test_study_rows_are_checked_too(project):
     _edit(project / "studies/jakubovitz2018.yaml",
           lambda p: p["runs"]["jakubovitz2018-table3-none"].update(base="pretrained"))
     with pytest.raises(ConfigError, match=r"runs\.jakubovitz2018-table3-none\.base'"):
+        check_index(*load_index(project))
+
+
+def test_a_figure_must_name_a_run_of_its_study(project):
+    _edit(project / "studies/matyasko2018.yaml",
+          lambda p: p["figures"].update({"matyasko2018-nope": {"study": "matyasko2018", "dataset": "main"}}))
+    with pytest.raises(ConfigError, match=r"figures\.matyasko2018-nope': no runs entry"):
+        check_index(*load_index(project))
+    _edit(project / "studies/matyasko2018.yaml", lambda p: p["figures"].pop("matyasko2018-nope"))
+    _edit(project / "studies/matyasko2018.yaml",
+          lambda p: p["figures"]["matyasko2018-fc-critic-s0"].update(study="main"))
+    with pytest.raises(ConfigError, match=r"figures\.matyasko2018-fc-critic-s0': study and dataset"):
         check_index(*load_index(project))

@@ -6,9 +6,11 @@ rerun is byte-identical, and `dvc exp run -S defense.lambda=...` reruns only the
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +33,20 @@ def _run(args, cwd, env):
     return result.stdout + result.stderr
 
 
+# Rows of the adversary-critic study kept in the end-to-end run: its 21 from-scratch trainings would
+# double the test's time, and two of them exercise the same wiring (a base with the critic defense,
+# a 0-epoch run, multi-seed table rows).
+TRIMMED_CRITIC_STUDY = {"fc-reference-s0", "fc-critic-s0"}
+
+
+def _keep_study_rows(path: Path, study: str, keep: set[str]) -> None:
+    params = yaml.safe_load(path.read_text())
+    params[study]["bases"] = {k: v for k, v in params[study]["bases"].items() if k in keep}
+    for index in ("bases", "runs", "figures"):
+        params[index] = {k: v for k, v in params[index].items() if k.removeprefix(f"{study}-") in keep}
+    path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("project") / "main"
@@ -44,6 +60,7 @@ def project(tmp_path_factory):
     params["profiles"]["smoke"]["pretrain"]["epochs"] = 3
     params["profiles"]["smoke"]["finetune"]["epochs"] = 1
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _keep_study_rows(root / "studies/matyasko2018.yaml", "matyasko2018", TRIMMED_CRITIC_STUDY)
     _run(["git", "init", "-q"], root, env)
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "start"], root, env)
@@ -74,6 +91,12 @@ def test_repro_writes_metrics_tables_and_summary(project):
     table = (root / "metrics/tables/jakubovitz2018-table3.md").read_text()
     assert "99.08" in table and "smoke / digits" in table
     assert "accuracy" in log  # the closing summary table of the aggregate stage
+    critic = (root / "metrics/tables/matyasko2018-table1a.md").read_text()
+    line = next(row for row in critic.splitlines() if row.startswith("| Adversary critic"))
+    assert "smoke / digits, 1 of 2 seeds" in line and "0.290" in line  # reproduced beside the paper's ρ
+    critic_rows = results[results.run == "matyasko2018-fc-critic-s0"]
+    assert set(critic_rows.attack) >= {"clean", "deepfool", "cw", "high_confidence"}
+    assert (critic_rows.defense == "critic").all()
 
 
 def test_forced_rerun_is_byte_identical(project):
@@ -111,6 +134,45 @@ def test_changing_lambda_reruns_only_the_main_run(project):
     changed = json.loads(diff)["metrics/summary.json"]
     assert any(key.startswith("main.") for key in changed)
     assert not any(key.startswith("jakubovitz2018") for key in changed)
+
+
+def _experiments(node) -> list[dict]:
+    """Every experiment record of `dvc exp show --json` (dicts with params and metrics data), at any depth."""
+    if isinstance(node, list):
+        return [found for item in node for found in _experiments(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node] if {"params", "metrics"} <= set(node) else []
+    return found + [record for value in node.values() for record in _experiments(value)]
+
+
+def test_queued_experiments_run_in_parallel_and_show_their_metrics(project):
+    root, env, _ = project
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "queue baseline"], root, env)
+    for lam in ("0.2", "0.3"):
+        _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", f"defense.lambda={lam}"], root, env)
+    _run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", "2"], root, env)
+    deadline = time.monotonic() + 900
+    while True:
+        status = _run([sys.executable, "-m", "dvc", "queue", "status"], root, env)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        assert time.monotonic() < deadline, f"queued experiments still running:\n{status}"
+        time.sleep(5)
+    assert "Failed" not in status, status
+    _run([sys.executable, "-m", "dvc", "queue", "stop"], root, env)
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=root, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    shown = json.loads(shown)
+    by_lambda = {}
+    for record in _experiments(shown):
+        lam = record["params"].get("params.yaml", {}).get("data", {}).get("defense", {}).get("lambda")
+        summary = record["metrics"].get("metrics/summary.json", {}).get("data", {})
+        if lam in (0.2, 0.3) and "main" in summary:
+            by_lambda[lam] = summary["main"]
+    assert set(by_lambda) == {0.2, 0.3}, "both queued experiments must be listed with their metrics"
+    assert by_lambda[0.2]["accuracy"] > 0 and by_lambda[0.3]["accuracy"] > 0
 
 
 def test_report_prints_summary_and_tables(project):

@@ -67,6 +67,9 @@ BAD = [  # (params key to change, new value, params key the error must name, sta
     ("profiles.smoke.eval_examples", 0, "eval_examples", "attack"),
     ("attack.sanity", {"large_eps": 3}, "attack.sanity.large_eps", "attack"),
     ("attack.transfer", [{"name": "pgd", "eps": 0.1}], "attack.transfer[0].steps", "attack"),
+    ("attack.profiles", {"smoke": {"steps": 3}}, "attack.profiles.smoke.steps", "attack"),
+    ("pretrain.profiles", {"smoke": {"momentum": 0.9}}, "pretrain.profiles.smoke.momentum", "pretrain"),
+    ("pretrain.seed", -1, "pretrain.seed", "pretrain"),
 ]
 
 
@@ -128,3 +131,18 @@ def test_regular_training_trains_the_base_with_its_defense_and_zero_epochs_keep_
     with pytest.raises(ConfigError, match=r"pretrain\.defense\.name"):
         pretrain_base({**params, "pretrain": {**params["pretrain"], "defense": {"name": "magic"}}}, "pretrain",
                       workspace / "prepared", tmp_path / "bad", name="bad")
+
+
+def test_a_config_overrides_its_profile_scale_seed_and_suite(workspace, tmp_path):
+    """A study's own schedule, seed and cheaper smoke suite (adversary-critic study) replace the defaults."""
+    params = copy.deepcopy(PARAMS)
+    params["profiles"]["smoke"].update(max_train=50, max_test=20)
+    params["pretrain"].update(seed=7, profiles={"smoke": {"epochs": 1, "batch_size": 25, "lr": 0.0005}})
+    history = pretrain_base(params, "pretrain", workspace / "prepared", tmp_path / "base", name="own")
+    assert len(history) == 1 and history.lr.iloc[0] == 0.0005
+    assert load_torch(tmp_path / "base" / "model.pt")["config"]["seed"] == 7
+    params["attack"]["profiles"] = {"smoke": {"suite": [{"name": "fgsm", "eps": 0.05}]}, "cpu": {"suite": []}}
+    frame = attack_run(params, "attack", workspace / "base", workspace / "prepared", tmp_path / "rows.parquet",
+                       tmp_path / "adv.pt")
+    attacks = set(frame.attack) - {"clean", "pgd"}  # pgd: the large-ε sanity attack
+    assert attacks == {"fgsm"} and set(frame[frame.attack == "fgsm"].eps) == {0.05}

@@ -30,6 +30,12 @@ def test_every_paper_value_appears_in_the_seed_text(table_id):
     lines = [line for line in text.splitlines() if "\t" in line]
     for row in table.rows:
         values = [value for value in row.paper if value is not None]
+        if row.in_text is not None:  # a table flattened into running text: label, then its values
+            tokens = text.split()
+            following = [_numbers(" ".join(tokens[i + 1:i + 1 + len(values)]))
+                         for i, token in enumerate(tokens) if token == row.in_text]
+            assert values in following, (table_id, row.label)
+            continue
         candidates = [_numbers(line) for line in lines if line.startswith(row.label + "\t")]
         assert candidates, f"row {row.label!r} not found in {seed_file.name}"
         # The paper repeats some rows across tables: one line must hold all of this row's values.
@@ -85,3 +91,15 @@ def test_cells_questioned_by_a_failed_check_are_flagged():
     # only the attacked column of the failing run: its clean accuracy is not questioned
     assert len(flagged) == 1 and flagged[0].count("⚠") == 1 and "25.00 ⚠" in flagged[0]
     assert "robust audit" in render_table(table, failing)
+
+
+def test_a_row_of_several_seeds_shows_mean_and_standard_deviation():
+    table = TABLES.get("jakubovitz2018-table3")
+    seeds = ("none-s0", "none-s1", "none-s2")
+    table = dataclasses.replace(table, rows=(dataclasses.replace(table.rows[0], run=seeds),))
+    results = pd.DataFrame([r for run, acc in zip(seeds[:2], (0.90, 0.94)) for r in _rows(run, accuracy=acc)])
+    line = next(line for line in render_table(table, results).splitlines() if line.startswith("| No defense"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[1] == "92.00 ± 2.83"  # sample standard deviation of 90 and 94
+    assert cells[3] == "-7.08"  # the difference is the mean's
+    assert cells[-1] == "smoke / digits, 2 of 3 seeds"

@@ -1,9 +1,12 @@
 """The trainer: it learns, it is deterministic, and a resumed run equals an uninterrupted one."""
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
-from robust.defenses import Defense, build_defense
+from robust.defenses import DEFENSES, Defense, build_defense
 from robust.errors import ConfigError
 from robust.models import build_model
 from robust.train import TrainConfig, accuracy, seed_everything, train
@@ -162,3 +165,77 @@ def test_momentum_and_beta1_reach_the_optimizer_and_are_checked():
         TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="adam", momentum=0.9)
     with pytest.raises(ConfigError, match=r"'k\.beta1'"):
         TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="sgd", beta1=0.5)
+
+
+# ---- bf16 autocast (amp) ---------------------------------------------------------------
+
+AMP = TrainConfig(epochs=3, batch_size=32, lr=3e-3, optimizer="adam", l2=1e-4, seed=5, amp=True, key="finetune")
+
+
+class _AutocastProbe(Defense):
+    """Cross-entropy that records the autocast state and the dtypes inside its step."""
+
+    supports_amp = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def loss(self, model, x, y):
+        logits = model(x)
+        self.seen.add((torch.is_autocast_enabled("cpu"), logits.dtype, x.dtype))
+        return torch.nn.functional.cross_entropy(logits, y), {}
+
+
+def test_amp_runs_the_defense_step_in_bf16_and_keeps_float32_weights():
+    x, y = _toy_data()
+    model, probe = _fresh_model(), _AutocastProbe()
+    history, _ = train(model, probe, x, y, AMP, held_out=(x, y))
+    assert probe.seen == {(True, torch.bfloat16, torch.float32)}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of the step
+    assert history.held_out_accuracy.iloc[-1] > 0.9  # it still learns
+
+    plain = _AutocastProbe()
+    train(_fresh_model(), plain, x, y, CONFIG)
+    assert plain.seen == {(False, torch.float32, torch.float32)}  # off by default
+
+
+def test_amp_is_deterministic_and_changes_the_numbers():
+    x, y = _toy_data()
+    runs = []
+    for config in (AMP, AMP, dataclasses.replace(AMP, amp=False)):
+        model = _fresh_model()
+        train(model, build_defense({"name": "none"}), x, y, config)
+        runs.append(model.state_dict())
+    for name in runs[0]:
+        assert torch.equal(runs[0][name], runs[1][name]), name
+    assert any(not torch.equal(runs[0][name], runs[2][name]) for name in runs[0])
+
+
+@pytest.mark.parametrize("name", [n for n in DEFENSES.names() if DEFENSES.get(n).supports_amp])
+def test_every_defense_that_allows_amp_trains_under_it(name):
+    x, y = _toy_data(n=48)
+    torch.manual_seed(0)  # a Sequential: the representation defenses (afd, rep_matching) split off its last layer
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 144, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    before = [p.detach().clone() for p in model.parameters()]
+    params = {"name": name, **DEFENSES.get(name).example_params}
+    history, _ = train(model, build_defense(params), x, y, dataclasses.replace(AMP, l2=0.0, epochs=1, batch_size=16))
+    assert history.drop(columns=["epoch"]).map(math.isfinite).all().all()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", ["jacobian", "input_gradient", "jarn", "critic", "vat", "sgr"])
+def test_amp_is_refused_where_the_defense_does_not_allow_it(name):
+    x, y = _toy_data(n=16)
+    defense = build_defense({"name": name, **DEFENSES.get(name).example_params})
+    with pytest.raises(ConfigError, match=rf"^params key 'finetune\.amp': defense '{name}' does not allow bf16 "
+                                          r"autocast .*\(allowed: false; true with defense .*\bnone\b.*\)$"):
+        train(_fresh_model(), defense, x, y, AMP)
+
+
+def test_amp_must_be_a_boolean():
+    assert TrainConfig.from_params(key="pretrain", seed=0, epochs=1, batch_size=8, lr=0.1, amp=True).amp
+    with pytest.raises(ConfigError, match=r"params key 'pretrain\.amp': must be true or false, got 'yes'"):
+        TrainConfig.from_params(key="pretrain", seed=0, epochs=1, batch_size=8, lr=0.1, amp="yes")

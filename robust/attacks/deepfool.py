@@ -28,6 +28,10 @@ Simplified / chosen here:
   that coordinates pinned at 0 or 1 do not accumulate perturbation without effect that later
   steps would first have to undo; without clipping this changes nothing. An example whose
   prediction never flips within ``steps`` keeps its last iterate;
+- ``step_clip`` (off by default) caps each step's distance before the slack is added, as the
+  adversary-critic evaluation code does (Matyasko & Chau 2018, §5: "we clip the l2-norm of
+  perturbation at each iteration to 0.1", 500 iterations): a linearisation far from the
+  boundary then cannot throw the iterate past it;
 - as in the reference code (not in Algorithm 2), every step goes ``slack`` = 1e-4 (default)
   (in the attack's norm, input units) beyond the linearised boundary. Without it the
   iterates of a curved boundary converge onto it from the original side (each step's
@@ -45,6 +49,12 @@ mode) one pass gives every example its own gradient. Among the batched alternati
 on CPU (``autograd.grad(is_grads_batched=True)``, ``torch.func.vmap(jacrev)``, the batch
 replicated K times), sequential passes were fastest for small CNNs (vmap falls back to a
 loop for convolution and max-pool backward) and behave like the plain model for any layer.
+On CPU the model sees the iterates laid out channels-last (``pgd.channels_last``): for the
+benchmark CNN the forward passes are 2–3× faster, the backward passes about as fast as in the
+default layout. The values are the same; their rounding differs, which decides only for
+iterates that sit on a boundary (possible with ``slack`` 0) whether they count as flipped
+(with ``slack`` 0 on the benchmark batch, one example that counts as flipped after 10 steps
+in the default layout stays on its boundary for all 50 channels-last).
 The forward passes see only the examples still being attacked, which matters only for a
 model left in train mode with batch-dependent layers (BatchNorm). The parameters are frozen
 during the attack (``frozen_parameters``), so no layer saves inputs for weight gradients.
@@ -61,10 +71,12 @@ from robust.attacks.base import (
     check_choice,
     check_inputs,
     check_non_negative,
+    check_positive,
     check_positive_int,
     clip_box,
     frozen_parameters,
 )
+from robust.attacks.pgd import channels_last
 
 STEP_SLACK = 1e-4  # reference code: r_i = (|f'_l| / ‖w'_l‖ + 1e-4) · w'_l / ‖w'_l‖
 # per attack norm: the dual norm that measures distances to a linearised boundary, and the
@@ -76,8 +88,12 @@ DUAL = {
 
 
 def _forward_with_graph(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A leaf copy of ``x`` that requires grad, and the model's logits on it (graph kept)."""
-    x = x.detach().requires_grad_(True)
+    """A leaf copy of ``x`` that requires grad, and the model's logits on it (graph kept).
+
+    On CPU the copy is laid out channels-last (``channels_last``): the same values, a faster
+    forward pass.
+    """
+    x = channels_last(x.detach()).requires_grad_(True)
     return x, model(x)
 
 
@@ -101,8 +117,12 @@ def boundary_gaps(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> tup
     return f_diff, torch.stack(rows, dim=1)
 
 
-def _closest_boundary_step(f_diff: torch.Tensor, w_diff: torch.Tensor, norm: str, slack: float) -> torch.Tensor:
-    """DeepFool step r_i (N, D) towards the closest linearised boundary, in ``norm``."""
+def _closest_boundary_step(f_diff: torch.Tensor, w_diff: torch.Tensor, norm: str, slack: float,
+                           step_clip: float | None = None) -> torch.Tensor:
+    """DeepFool step r_i (N, D) towards the closest linearised boundary, in ``norm``.
+
+    Its length is the distance to that boundary, at most ``step_clip``, plus ``slack``.
+    """
     dual, direction = DUAL[norm]
     rows = torch.arange(len(f_diff), device=f_diff.device)
     w_norm = torch.linalg.vector_norm(w_diff, ord=dual, dim=2)
@@ -112,7 +132,10 @@ def _closest_boundary_step(f_diff: torch.Tensor, w_diff: torch.Tensor, norm: str
     target = dist.argmin(dim=1)
     f_l, w_l, norm_l = f_diff[rows, target], w_diff[rows, target], w_norm[rows, target]
     norm_l = norm_l.clamp_min(torch.finfo(norm_l.dtype).tiny)
-    length = f_l.abs() / norm_l + slack
+    length = f_l.abs() / norm_l
+    if step_clip is not None:
+        length = length.clamp_max(step_clip)
+    length = length + slack
     # an example with no usable direction (all gradients zero) gets no step
     length = torch.where(usable[rows, target], length, torch.zeros_like(length))
     return length.unsqueeze(1) * direction(w_l, norm_l)
@@ -129,6 +152,7 @@ def deepfool(
     overshoot: float = 0.02,
     norm: str = "l2",
     slack: float = STEP_SLACK,
+    step_clip: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Return DeepFool adversarial examples ``clip(x + (1 + overshoot) · r_tot)``, detached.
@@ -137,13 +161,16 @@ def deepfool(
     code's default); ``overshoot`` 0.02 is the paper's value; ``norm`` ("l2" or "linf") is
     the norm whose perturbation is minimised; ``slack`` is how far each step goes beyond the
     linearised boundary (the reference code's 1e-4; 0 is Algorithm 2 as printed, as
-    torchattacks implements it). ``generator`` is accepted for the common attack signature;
+    torchattacks implements it). ``step_clip`` bounds the length of every step before the
+    slack (None: unbounded; the adversary-critic evaluation uses 0.1 with 500 steps).
+    ``generator`` is accepted for the common attack signature;
     DeepFool draws nothing.
     """
     steps = check_positive_int(steps, "steps")
     overshoot = check_non_negative(overshoot, "overshoot")
     slack = check_non_negative(slack, "slack")
     norm = check_choice(norm, "norm", DUAL)
+    step_clip = None if step_clip is None else check_positive(step_clip, "step_clip")
     check_inputs(x, y)
 
     x = x.detach()
@@ -165,7 +192,7 @@ def deepfool(
             # through examples that are done
             x_in, logits = _forward_with_graph(model, x_adv[active])
         f_diff, w_diff = boundary_gaps(x_in, logits, y[active])
-        r_tot[active] += _closest_boundary_step(f_diff, w_diff, norm, slack)
+        r_tot[active] += _closest_boundary_step(f_diff, w_diff, norm, slack, step_clip)
         x_active = x[active]
         x_adv[active] = x_new = clip_box(x_active + (1 + overshoot) * r_tot[active].view_as(x_active))
         r_tot[active] = (x_new - x_active).flatten(1) / (1 + overshoot)

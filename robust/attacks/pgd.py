@@ -26,7 +26,15 @@ tracking).
   leave budget on pixels the clip cannot use. The random start is uniform in the L1 ball.
 
 Each norm is one ``Geometry`` in ``NORMS`` (random start, ascent step, projection), so a
-norm is one more entry, not a branch inside the loop.
+norm is one more entry, not a branch inside the loop, except for L∞, whose projection is a
+single clamp. On CPU the L∞ iterates go to the model laid out channels-last
+(``channels_last``): the same values in faster kernels (the benchmark's PGD-40 1.3–1.6×
+faster). Their rounding differs, and a sign step amplifies it where a gradient coordinate is
+within rounding of 0: on the benchmark batch 2 of 64 trajectories part from those of the
+default layout (and of torchattacks) somewhere in 40 steps, with the same robust accuracy.
+The L2 and L1 iterates keep the caller's layout: their steps normalise the gradient, which
+for confidently classified points is itself of rounding size (‖g‖ ≈ 1e-12), so that only the
+same kernels reproduce torchattacks.PGDL2's steps.
 """
 
 from __future__ import annotations
@@ -62,6 +70,26 @@ from robust.attacks.base import (
 from robust.errors import ConfigError
 
 DEFAULT_SPARSITY = 0.99  # L1 steps move the coordinates above this quantile of |g| (see module docstring)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` for the model: a CPU image batch (N, C, H, W) copied into the channels-last layout.
+
+    Only the layout changes, not the values. On CPU, PyTorch's max-pool kernels for the
+    default NCHW layout are several times slower than those for NHWC, and oneDNN reorders
+    NCHW tensors to and from its own blocked layout around every convolution; an NHWC input
+    makes convolutions produce NHWC, and the layers after them run their channels-last
+    kernels (small CNN on 28×28, batch 64: forward pass 2–3×, PGD step 1.3–1.6× faster). The
+    strides are written out because ``contiguous(memory_format=torch.channels_last)`` keeps
+    NCHW strides for a one-channel batch (both layouts hold its values in the same order),
+    and PyTorch reads those as NCHW. Other tensors, and tensors on other devices (not
+    measured there), are returned as they are.
+    """
+    if x.dim() != 4 or x.device.type != "cpu":
+        return x
+    _, c, h, w = x.shape
+    out = torch.empty_strided(x.shape, (c * h * w, 1, w * c, c), dtype=x.dtype, device=x.device)
+    return out.copy_(x)
 
 
 @dataclass(frozen=True)
@@ -164,7 +192,8 @@ def pgd(
         # the L∞ ball and the box are both boxes: one clamp to their intersection projects onto both
         lower, upper = (x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)
         for _ in range(steps):
-            x_adv = torch.clamp(x_adv + step_size * input_gradient(model, x_adv, y).sign(), lower, upper)
+            grad = input_gradient(model, channels_last(x_adv), y)
+            x_adv = torch.clamp(x_adv + step_size * grad.sign(), lower, upper)
         return x_adv.detach()
     for _ in range(steps):
         grad = input_gradient(model, x_adv, y)

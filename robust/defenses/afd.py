@@ -145,6 +145,7 @@ class AdversarialFeatureDesensitization(Defense):
     example_params: ClassVar[dict[str, Any]] = {"attack": {"name": "fgsm", "eps": 0.1}, "lr_embed": 0.05, "lr_disc": 0.05}
     # softplus losses stay near log 2; WGAN scores are Lipschitz in unit-scale features
     divergence_limits: ClassVar[dict[str, float]] = {"disc_loss": 1e4, "embed_loss": 1e4}
+    supports_amp = True  # first-order: an attack, and first-order steps of Da, E and E+Dc
 
     def __init__(self, *, attack: dict, lr_embed: float, lr_disc: float, discriminator: str = "fc3-pd",
                  disc_width: int | None = None, gan_loss: str = "softplus", momentum: float = 0.9,
@@ -237,6 +238,7 @@ class AdversarialFeatureDesensitization(Defense):
         loss = discriminator_loss(self.gan_loss, clean, adv)
         self.disc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.reduce_gradients(self.disc.parameters())
         self.disc_optimizer.step()
         self.disc_optimizer.zero_grad(set_to_none=True)
         clean, adv = clean.detach(), adv.detach()
@@ -253,6 +255,7 @@ class AdversarialFeatureDesensitization(Defense):
         saved = [p.grad for p in params]  # whatever the trainer holds stays untouched
         for p, g in zip(params, grads):
             p.grad = g
+        self.reduce_gradients(params)
         self.embed_optimizer.step()
         for p, g in zip(params, saved):
             p.grad = g

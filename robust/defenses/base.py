@@ -20,6 +20,19 @@ round(fraction·B) examples of the batch (Python's round, half to even) are *rep
 adversarial versions, so the batch size stays B; the loader shuffles, so which examples is
 random. The attack runs on the current model in eval mode (dropout off, BatchNorm running
 statistics) with parameter gradients off; both are restored afterwards, even on errors.
+
+Mixed precision (``supports_amp``): with the training phase's ``amp: true`` the trainer runs
+``training_step`` under bf16 autocast (``robust.train``). A defense allows it only when its
+step is first-order: plain forward and backward passes, and attacks that differentiate with
+respect to the input alone. Double backpropagation (the Jacobian, input-gradient,
+cross-Lipschitz, margin, SGR/GN and JARN regularisers, the critic's unrolled attack and
+gradient penalty) differentiates bf16 gradients again, and VAT's finite difference (ξ = 1e-6
+in pixel units) is far below bf16's resolution of the input (about 4e-3 near 1): those keep
+``supports_amp = False`` and the trainer refuses ``amp`` for them.
+
+Several processes (``robust.distributed``): defenses that step optimizers of their own call
+``reduce_gradients`` on those parameters right before each step, so the extra networks get
+the same averaged update on every process; in a single process it does nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -112,6 +125,10 @@ class Defense:
     # logged terms whose magnitude means the run diverged (e.g. an exploding discriminator loss);
     # the trainer stops the stage naming the term. Non-finite terms always stop it.
     divergence_limits: ClassVar[dict[str, float]] = {}
+    # whether the trainer may run training_step under bf16 autocast (module docstring)
+    supports_amp: ClassVar[bool] = False
+    # set by the trainer of a multi-process run: averages the given parameters' .grad over the processes
+    gradient_sync: Callable[[list[torch.Tensor]], None] | None = None
 
     def __init__(self, *, adversarial: dict | None = None):
         self.adversarial = None if adversarial is None else AdversarialMix.from_params(adversarial)
@@ -148,6 +165,14 @@ class Defense:
         milestones); defenses with their own optimizers scale theirs by it, and defenses that
         switch on late in training (JARN's last 25%) read the progress from ``epoch / epochs``.
         """
+
+    def reduce_gradients(self, params: Iterable[torch.Tensor]) -> None:
+        """Average the ``.grad`` of the defense's own ``params`` over the processes of a distributed run.
+
+        Call it right before stepping an optimizer the defense owns; a no-op in one process.
+        """
+        if self.gradient_sync is not None:
+            self.gradient_sync(list(params))
 
     def state_dict(self) -> dict[str, Any]:
         """Extra networks and optimizers of the defense; none in the base class."""

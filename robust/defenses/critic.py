@@ -259,6 +259,7 @@ class AdversaryCriticDefense(Defense):
         grads = torch.autograd.grad(loss, params)
         for param, grad in zip(params, grads):
             param.grad = grad
+        self.reduce_gradients(params)
         self.critic_optimizer.step()
         self.critic_optimizer.zero_grad(set_to_none=True)
         return {"critic_loss": loss.item(), **{name: value.item() for name, value in parts.items()}}

@@ -279,6 +279,7 @@ class Jarn(Defense):
         decayed = {id(k) for k in kernels}
         for param, grad in zip(params, grads):
             param.grad = grad + self.aux_l2 * param.detach() if id(param) in decayed else grad
+        self.reduce_gradients(params)
         optimizer.step()
         for param in params:
             param.grad = None

@@ -18,6 +18,7 @@ class NoDefense(Defense):
     """Mean cross-entropy. Params: ``adversarial`` (optional, see ``robust.defenses.base``)."""
 
     example_params = {}
+    supports_amp = True  # first-order: one forward and backward pass
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         ce = F.cross_entropy(model(x), y)

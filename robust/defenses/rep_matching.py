@@ -59,6 +59,7 @@ class RepresentationMatching(Defense):
     """Params: ``lambda`` (→ ``lam``, ≥ 0), ``attack: {name, <settings>}``, ``adversarial`` (optional)."""
 
     example_params: ClassVar[dict[str, Any]] = {"lambda": 1.0, "attack": {"name": "fgsm", "eps": 0.1}}
+    supports_amp = True  # first-order: an attack and two forward passes
 
     def __init__(self, *, lam: float, attack: dict, adversarial: dict | None = None):
         super().__init__(adversarial=adversarial)

@@ -63,6 +63,7 @@ class Trades(Defense):
     """Params: ``beta`` (≥ 0), ``eps``, ``steps``, ``step_size`` (L∞, image units), ``adversarial`` (optional)."""
 
     example_params: ClassVar[dict[str, Any]] = {"beta": 6.0, "eps": 0.1, "steps": 2, "step_size": 0.05}
+    supports_amp = True  # first-order: the attack differentiates with respect to the input only
 
     def __init__(self, *, beta: float, eps: float, steps: int, step_size: float, adversarial: dict | None = None):
         super().__init__(adversarial=adversarial)

@@ -67,6 +67,8 @@ class VirtualAdversarialTraining(Defense):
     ``power_iterations`` (1), ``adversarial`` (optional)."""
 
     example_params: ClassVar[dict[str, Any]] = {"eps": 2.0}
+    # no bf16 autocast: x + ξd with ξ = 1e-6 rounds back to x in bf16, so the power iteration sees no difference
+    supports_amp = False
 
     def __init__(self, *, eps: float, lam: float = 1.0, xi: float = 1e-6, power_iterations: int = 1,
                  adversarial: dict | None = None):

@@ -27,6 +27,7 @@ class Column:
     attack: str  # "clean" for clean-input metrics
     metric: str  # "accuracy", "rho_adv", ...
     scale: float = 1.0  # multiply stored values for display (accuracy → %)
+    offset: float = 0.0  # added after scaling (error % = 100 − 100 · accuracy)
     digits: int = 2
     # narrow the rows a cell reads when a run has several settings of one attack (None: any)
     attack_label: str | None = None  # the suite entry's label
@@ -34,9 +35,11 @@ class Column:
     eps: float | None = None
     steps: int | None = None
     source: str = ""  # transfer cells: the run that crafted the examples
+    # transfer cells read from one run (a judge) with the row's run as the source
+    read_from: str | None = None
 
-    def matches(self, results: pd.DataFrame) -> pd.Series:
-        mask = (results.attack == self.attack) & (results.source == self.source)
+    def matches(self, results: pd.DataFrame, source: str | None = None) -> pd.Series:
+        mask = (results.attack == self.attack) & (results.source == (self.source if source is None else source))
         for name, wanted in (("label", self.attack_label), ("norm", self.norm), ("eps", self.eps),
                              ("steps", self.steps)):
             if wanted is not None:
@@ -47,8 +50,18 @@ class Column:
 @dataclass(frozen=True)
 class Row:
     label: str
-    run: str | None  # None: the defense of this row is not implemented yet
+    # None: the defense of this row is not implemented yet; several runs: repeats of the row
+    # (e.g. one per training seed), shown as mean ± standard deviation
+    run: str | tuple[str, ...] | None
     paper: tuple[float | None, ...]  # one per column, None where the text lost the number
+    # the row's name in a seed text that printed the table as running text ("[7] 0.90 0.228 ...")
+    in_text: str | None = None
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        if self.run is None:
+            return ()
+        return (self.run,) if isinstance(self.run, str) else tuple(self.run)
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class Table:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def runs(self) -> list[str]:
-        return [row.run for row in self.rows if row.run is not None]
+        return [run for row in self.rows for run in row.run_ids]
 
 
 def register_table(table: Table) -> Table:
@@ -70,11 +83,21 @@ def register_table(table: Table) -> Table:
 
 
 def cell_value(results: pd.DataFrame, run: str, column: Column) -> float | None:
-    match = results[(results.run == run) & column.matches(results) & (results.metric == column.metric)]
+    reader, source = (column.read_from, run) if column.read_from else (run, None)
+    match = results[(results.run == reader) & column.matches(results, source) & (results.metric == column.metric)]
     if match.value.nunique() > 1:
         raise ValueError(f"column {column.label!r} of run {run!r} matches {len(match)} different values: "
                          "give the column an attack_label, norm, eps or steps")
-    return None if match.empty else float(match.value.iloc[0]) * column.scale
+    return None if match.empty else column.offset + float(match.value.iloc[0]) * column.scale
+
+
+def cell_stats(results: pd.DataFrame, runs: tuple[str, ...], column: Column) -> tuple[float | None, float | None]:
+    """Mean over the row's runs that have a value, and the sample standard deviation (None below 2 values)."""
+    values = [v for v in (cell_value(results, run, column) for run in runs) if v is not None]
+    if not values:
+        return None, None
+    spread = pd.Series(values).std() if len(values) > 1 else None
+    return sum(values) / len(values), spread
 
 
 def cell_flagged(results: pd.DataFrame, run: str, column: Column) -> bool:
@@ -85,8 +108,10 @@ def cell_flagged(results: pd.DataFrame, run: str, column: Column) -> bool:
     return bool((column.matches(failed) | failed.metric.isin(RUN_WIDE)).any())
 
 
-def _fmt(value: float | None, digits: int, flagged: bool = False) -> str:
+def _fmt(value: float | None, digits: int, flagged: bool = False, spread: float | None = None) -> str:
     text = "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+    if spread is not None and value is not None and not math.isnan(value):
+        text += f" ± {spread:.{digits}f}"
     return f"{text} {FLAG}" if flagged else text
 
 
@@ -97,7 +122,7 @@ def table_status(table: Table, results: pd.DataFrame) -> str:
         return "not yet"
     profiles = set(present.profile)
     scale = "paper scale" if profiles == {"paper"} else "cpu scale" if "smoke" not in profiles else "smoke only"
-    missing = len(table.rows) - present.run.nunique()
+    missing = sum(not set(row.run_ids) & set(present.run) for row in table.rows)
     return scale + (f" ({missing} of {len(table.rows)} rows not yet)" if missing else "")
 
 
@@ -111,14 +136,12 @@ def render_table(table: Table, results: pd.DataFrame) -> str:
     for row in table.rows:
         line = [row.label]
         for column, paper in zip(table.columns, row.paper):
-            ours = cell_value(results, row.run, column) if row.run else None
-            flagged = ours is not None and cell_flagged(results, row.run, column)
+            ours, spread = cell_stats(results, row.run_ids, column)
+            flagged = ours is not None and any(cell_flagged(results, run, column) for run in row.run_ids)
             diff = None if ours is None or paper is None else ours - paper
-            line += [_fmt(ours, column.digits, flagged), NOT_IN_TEXT if paper is None else _fmt(paper, column.digits),
-                     _fmt(diff, column.digits)]
-        meta = results[results.run == row.run] if row.run else results.iloc[0:0]
-        line.append("defense not implemented yet" if row.run is None else
-                    "not run" if meta.empty else f"{meta.profile.iloc[0]} / {meta.dataset.iloc[0]}")
+            line += [_fmt(ours, column.digits, flagged, spread),
+                     NOT_IN_TEXT if paper is None else _fmt(paper, column.digits), _fmt(diff, column.digits)]
+        line.append(_provenance(row, results))
         body.append(line)
     status = table_status(table, results)
     warning = ("" if status.startswith("paper scale") else
@@ -132,6 +155,19 @@ def render_table(table: Table, results: pd.DataFrame) -> str:
             + (f"\n{notes}" if notes else ""))
 
 
+def _provenance(row: Row, results: pd.DataFrame) -> str:
+    """The profile / dataset of the row's runs, and how many of its repeats ran."""
+    if row.run is None:
+        return "defense not implemented yet"
+    meta = results[results.run.isin(row.run_ids)]
+    if meta.empty:
+        return "not run"
+    text = f"{meta.profile.iloc[0]} / {meta.dataset.iloc[0]}"
+    if len(row.run_ids) > 1:
+        text += f", {meta.run.nunique()} of {len(row.run_ids)} seeds"
+    return text
+
+
 def render_index(results: pd.DataFrame) -> str:
     rows = [[f"[{table_id}]({table_id}.md)", TABLES.get(table_id).title, table_status(TABLES.get(table_id), results)]
             for table_id in TABLES]
@@ -139,3 +175,4 @@ def render_index(results: pd.DataFrame) -> str:
 
 
 from robust.tables import jakubovitz2018  # noqa: E402,F401  (registers its tables)
+from robust.tables import matyasko2018  # noqa: E402,F401
