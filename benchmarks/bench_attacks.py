@@ -21,7 +21,7 @@ PGD: 1 − robust accuracy) and the median ‖δ‖₂ over the examples each on
 the examples that both fooled (the like-for-like comparison when the fooled sets differ).
 torchattacks calls ``backward()``, which also computes the parameters' gradients: that is
 part of its cost as shipped. Our PGD-L∞ and DeepFool hand the model CPU image batches laid
-out channels-last (``robust.attacks.pgd.channels_last``), torchattacks the caller's NCHW
+out channels-last (``robust.attacks.base.channels_last``), torchattacks the caller's NCHW
 batches: a difference of implementation, timed with the rest (copies included).
 
 Memory: a batched attack allocates and frees tensors of megabytes in every backward pass,

@@ -78,5 +78,12 @@ def profile_settings(params: Mapping) -> tuple[str, dict]:
     return name, require_mapping(lookup(params, f"profiles.{name}"), f"profiles.{name}")
 
 
+def profile_overrides(config: Mapping, key: str, profile: str, allowed: set[str]) -> dict:
+    """A config's own replacements for one profile, ``<key>.profiles.<profile>`` (empty when absent)."""
+    overrides = require_mapping(lookup(config, f"profiles.{profile}", {}), f"{key}.profiles.{profile}")
+    check_keys(overrides, f"{key}.profiles.{profile}", allowed)
+    return overrides
+
+
 def seed_of(params: Mapping) -> int:
     return int(require_number(lookup(params, "seed"), "seed", low=0, integer=True))

@@ -24,6 +24,7 @@ from robust.models import build_model
 from robust.params import (
     check_keys,
     lookup,
+    profile_overrides,
     profile_settings,
     require_mapping,
     require_number,
@@ -79,8 +80,7 @@ def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
     scale = require_mapping(lookup(settings, phase), f"profiles.{profile}.{phase}")
     check_keys(scale, f"profiles.{profile}.{phase}", SCALE_KEYS, {"epochs", "batch_size", "lr"})
     own = require_mapping(lookup(params, key), key)
-    overrides = require_mapping(lookup(own, f"profiles.{profile}", {}), f"{key}.profiles.{profile}")
-    check_keys(overrides, f"{key}.profiles.{profile}", SCALE_KEYS)
+    overrides = profile_overrides(own, key, profile, SCALE_KEYS)
     seed = own.get("seed", seed_of(params))
     require_number(seed, f"{key}.seed", low=0, integer=True)
     return TrainConfig.from_params(key=key, seed=int(seed), **{**scale, **overrides, **{
@@ -149,9 +149,7 @@ def _attack_settings(params: Mapping, attack_key: str) -> tuple[dict, int, int |
     check_keys(config, attack_key, {"suite", "batch_size", "transfer", "sanity", "profiles"}, {"suite"})
     profile, settings = profile_settings(params)
     # a study may replace entries for one profile, e.g. a cheaper C&W where only the wiring is checked
-    overrides = require_mapping(lookup(config, f"profiles.{profile}", {}), f"{attack_key}.profiles.{profile}")
-    check_keys(overrides, f"{attack_key}.profiles.{profile}", {"suite", "batch_size", "transfer", "sanity"})
-    config = {**config, **overrides}
+    config = {**config, **profile_overrides(config, attack_key, profile, {"suite", "batch_size", "transfer", "sanity"})}
     n = settings.get("eval_examples")
     if n is not None:
         require_number(n, f"profiles.{profile}.eval_examples", low=1, integer=True)

@@ -20,7 +20,8 @@ from robust.attacks import ATTACKS, MINIMAL_PERTURBATION, run_attack
 from robust.attacks.deepfool import STEP_SLACK, boundary_gaps, deepfool
 from robust.attacks.external import missing_extra
 from robust.attacks.fgsm import fgsm
-from robust.attacks.pgd import channels_last, pgd
+from robust.attacks.base import channels_last
+from robust.attacks.pgd import pgd
 from robust.errors import ConfigError
 
 # settings each registered attack is exercised with; a new attack must add an entry here

@@ -49,7 +49,7 @@ mode) one pass gives every example its own gradient. Among the batched alternati
 on CPU (``autograd.grad(is_grads_batched=True)``, ``torch.func.vmap(jacrev)``, the batch
 replicated K times), sequential passes were fastest for small CNNs (vmap falls back to a
 loop for convolution and max-pool backward) and behave like the plain model for any layer.
-On CPU the model sees the iterates laid out channels-last (``pgd.channels_last``): for the
+On CPU the model sees the iterates laid out channels-last (``base.channels_last``): for the
 benchmark CNN the forward passes are 2–3× faster, the backward passes about as fast as in the
 default layout. The values are the same; their rounding differs, which decides only for
 iterates that sit on a boundary (possible with ``slack`` 0) whether they count as flipped
@@ -68,6 +68,7 @@ from torch import nn
 
 from robust.attacks import ATTACKS
 from robust.attacks.base import (
+    channels_last,
     check_choice,
     check_inputs,
     check_non_negative,
@@ -76,7 +77,6 @@ from robust.attacks.base import (
     clip_box,
     frozen_parameters,
 )
-from robust.attacks.pgd import channels_last
 
 STEP_SLACK = 1e-4  # reference code: r_i = (|f'_l| / ‖w'_l‖ + 1e-4) · w'_l / ‖w'_l‖
 # per attack norm: the dual norm that measures distances to a linearised boundary, and the

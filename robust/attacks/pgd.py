@@ -48,6 +48,7 @@ from torch import nn
 from robust.attacks import ATTACKS
 from robust.attacks.base import (
     KEY,
+    channels_last,
     check_bool,
     check_choice,
     check_eps,
@@ -70,26 +71,6 @@ from robust.attacks.base import (
 from robust.errors import ConfigError
 
 DEFAULT_SPARSITY = 0.99  # L1 steps move the coordinates above this quantile of |g| (see module docstring)
-
-
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """``x`` for the model: a CPU image batch (N, C, H, W) copied into the channels-last layout.
-
-    Only the layout changes, not the values. On CPU, PyTorch's max-pool kernels for the
-    default NCHW layout are several times slower than those for NHWC, and oneDNN reorders
-    NCHW tensors to and from its own blocked layout around every convolution; an NHWC input
-    makes convolutions produce NHWC, and the layers after them run their channels-last
-    kernels (small CNN on 28×28, batch 64: forward pass 2–3×, PGD step 1.3–1.6× faster). The
-    strides are written out because ``contiguous(memory_format=torch.channels_last)`` keeps
-    NCHW strides for a one-channel batch (both layouts hold its values in the same order),
-    and PyTorch reads those as NCHW. Other tensors, and tensors on other devices (not
-    measured there), are returned as they are.
-    """
-    if x.dim() != 4 or x.device.type != "cpu":
-        return x
-    _, c, h, w = x.shape
-    out = torch.empty_strided(x.shape, (c * h * w, 1, w * c, c), dtype=x.dtype, device=x.device)
-    return out.copy_(x)
 
 
 @dataclass(frozen=True)
