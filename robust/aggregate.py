@@ -17,7 +17,7 @@ from robust.tables.transfer import transfer_matrices
 
 # What summary.json keeps of each run (the headline numbers `dvc metrics diff` compares); the
 # full rows, norms and success rates included, are in results.parquet.
-SUMMARY_METRICS = ("accuracy", "rho_adv", "auc", "jacobian_fro")
+SUMMARY_METRICS = ("accuracy", "rho_adv", "auc", "jacobian_fro", "alignment")
 
 
 def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:

@@ -11,6 +11,8 @@ Metrics per attack (and per ε of a sweep):
 - ``success_rate`` — the fraction of clean-correct points whose prediction the attack flips;
 - ``mean_norm`` / ``median_norm`` — ‖δ‖ in the attack's norm over the flipped points (NaN
   when none flipped);
+- ``alignment`` (clean inputs only) — the mean over all N points of the absolute cosine between
+  x and the input gradient of the predicted class's logit (Etmann et al. 2019; ``robust.saliency``);
 - ``rho_adv`` (minimal-perturbation attacks only; Jakubovitz & Giryes §4.1, Moosavi-Dezfooli
   et al.) — the mean over *all* N points of ‖δ_i‖/‖x_i‖ for the attack's minimal δ_i, in the
   norm it minimises; points misclassified without attack contribute 0 (δ = 0), as in the
@@ -48,6 +50,7 @@ from robust.attacks import (
 from robust.errors import ConfigError, MissingExtra
 from robust.jacobian import jacobian_frobenius_sq
 from robust.params import require_mapping
+from robust.saliency import alignment
 
 log = logging.getLogger(__name__)
 BUDGET_TOLERANCE = 1e-5
@@ -241,16 +244,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequence
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    clean_correct, jac_norms = [], []
+    clean_correct, jac_norms, alignments = [], [], []
     for xb, yb in tqdm(_batches(x, y, batch_size), desc="clean", leave=False):
         xb, yb = xb.to(device), yb.to(device)
         with torch.no_grad():
             clean_correct.append((model(xb).argmax(1) == yb).cpu())
         jac_norms.append(jacobian_frobenius_sq(model, xb).sqrt().detach().cpu())
+        alignments.append(alignment(model, xb).cpu())
     correct = torch.cat(clean_correct)
     clean = AttackSpec("clean")
     rows = [_row(clean, "accuracy", correct.float().mean(), len(y)),
-            _row(clean, "jacobian_fro", torch.cat(jac_norms).mean(), len(y))]
+            _row(clean, "jacobian_fro", torch.cat(jac_norms).mean(), len(y)),
+            _row(clean, "alignment", torch.cat(alignments).mean(), len(y))]
     outcomes = []
     for spec in suite:
         try:
