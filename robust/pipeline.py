@@ -6,6 +6,8 @@ Outputs of a stage are written atomically. Training checkpoints for resuming liv
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from robust.params import (
     require_number,
     seed_of,
 )
+from robust.representation import check_splittable, parse_representation, representation_rows
 from robust.results import RESULT_COLUMNS
 from robust.sanity import large_eps_check, large_eps_settings, suite_checks
 from robust.train import TrainConfig, seed_everything, train
@@ -66,6 +69,7 @@ def load_model(path: Path, on: torch.device) -> tuple[torch.nn.Module, dict]:
 
 
 SCALE_KEYS = {"epochs", "batch_size", "lr", "milestones", "gamma"}
+ATTACK_SETTINGS = {"suite", "batch_size", "transfer", "sanity", "representation"}
 
 
 def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
@@ -107,7 +111,8 @@ def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path,
     x, y = data.load_split(data_dir, "train")
     held_out = data.load_split(data_dir, "test")
     history, seconds = train(model, defense, x, y, train_config, held_out=held_out,
-                             checkpoint=RESUME_DIR / f"base-{name}.pt", desc=f"pretrain {name}")
+                             checkpoint=RESUME_DIR / f"base-{name}.pt", desc=f"pretrain {name}",
+                             resume_tag=_resume_tag(model_config, data_dir))
     _save_training(out_dir, model, model_config, history, seconds)
     return history
 
@@ -128,9 +133,19 @@ def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir:
     x, y = data.load_split(data_dir, "train")
     held_out = data.load_split(data_dir, "test")
     history, seconds = train(model, defense, x, y, train_config, held_out=held_out,
-                             checkpoint=RESUME_DIR / f"run-{name}.pt", desc=f"finetune {name}")
+                             checkpoint=RESUME_DIR / f"run-{name}.pt", desc=f"finetune {name}",
+                             resume_tag=_resume_tag({**model_config, "defense": defense_config}, data_dir,
+                                                    base_dir / "model.pt"))
     _save_training(out_dir, model, model_config, history, seconds)
     return history
+
+
+def _resume_tag(model_config: dict, data_dir: Path, start: Path | None = None) -> str:
+    """What, besides the train config, a resume checkpoint must match: model, defense, data, starting weights."""
+    digests = {"data": data.load_manifest(data_dir)["sha256"]}
+    if start is not None:
+        digests["start"] = hashlib.sha256(start.read_bytes()).hexdigest()
+    return json.dumps({**model_config, **digests}, sort_keys=True, default=str)
 
 
 def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFrame, seconds: list[float]) -> None:
@@ -146,10 +161,10 @@ def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFra
 def _attack_settings(params: Mapping, attack_key: str) -> tuple[dict, int, int | None]:
     """The run's attack config, its batch size and the profile's evaluation subset size."""
     config = require_mapping(lookup(params, attack_key), attack_key)
-    check_keys(config, attack_key, {"suite", "batch_size", "transfer", "sanity", "profiles"}, {"suite"})
+    check_keys(config, attack_key, ATTACK_SETTINGS | {"profiles"}, {"suite"})
     profile, settings = profile_settings(params)
     # a study may replace entries for one profile, e.g. a cheaper C&W where only the wiring is checked
-    config = {**config, **profile_overrides(config, attack_key, profile, {"suite", "batch_size", "transfer", "sanity"})}
+    config = {**config, **profile_overrides(config, attack_key, profile, ATTACK_SETTINGS)}
     n = settings.get("eval_examples")
     if n is not None:
         require_number(n, f"profiles.{profile}.eval_examples", low=1, integer=True)
@@ -182,9 +197,13 @@ def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, 
     suite = parse_suite(config["suite"], f"{attack_key}.suite")
     transfer = parse_suite(config["transfer"], f"{attack_key}.transfer") if config.get("transfer") else []
     large_eps, max_accuracy = large_eps_settings(config.get("sanity"), f"{attack_key}.sanity")
+    representation = (parse_representation(config["representation"], f"{attack_key}.representation")
+                      if config.get("representation") is not None else None)
     seed = seed_of(params)
     seed_everything(seed)
     model, model_config = load_model(run_dir / "model.pt", device(params))
+    if representation is not None:
+        check_splittable(model, f"{attack_key}.representation")
     x, y, subset = _evaluation_subset(data_dir, n, seed)
     extra = [spec for spec in transfer if spec not in suite]
     for spec in extra:
@@ -195,6 +214,8 @@ def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, 
     rows = result.rows + large_eps_check(model, x, y, result, large_eps, max_accuracy, batch_size=batch_size,
                                          seed=seed)
     rows += suite_checks(rows)
+    if representation is not None:  # AFD's representation sensitivity and dimensionality (Fig. 4, Table A5)
+        rows += representation_rows(model, x, y, representation, batch_size=batch_size, seed=seed)
     frame = _frame(rows, model_config, profile_settings(params)[0], seed)
     save_adversarial(result.outcomes, subset, adversarial_out,
                      predict=lambda x_adv: predictions(model, x_adv, batch_size))

@@ -155,13 +155,15 @@ def check_divergence(loss: torch.Tensor, logs: Mapping[str, float], limits: Mapp
 
 def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
           held_out: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint: Path | None = None,
-          desc: str = "train") -> tuple[pd.DataFrame, list[float]]:
+          resume_tag: str = "", desc: str = "train") -> tuple[pd.DataFrame, list[float]]:
     """Train ``model`` in place; returns the per-epoch history and seconds per epoch.
 
     ``held_out`` (x, y) adds the clean accuracy after each epoch to the history.
 
     ``checkpoint`` (outside DVC's outputs) holds the state after the last complete epoch;
-    training resumes from it and it is deleted once training finishes.
+    training resumes from it and it is deleted once training finishes. A checkpoint written under
+    another ``config`` or ``resume_tag`` (the caller's description of everything else that shapes
+    the run: defense settings, starting weights, data) is ignored, not resumed.
 
     In a process group of several processes (``robust.distributed``) every process calls it
     with the same arguments; the history (logged terms averaged over all examples) is the same
@@ -175,8 +177,12 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
     history: list[dict] = []
     start_epoch = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = load_torch(checkpoint)
+    settings = f"{config!r} {resume_tag}"
+    state = load_torch(checkpoint) if checkpoint is not None and checkpoint.exists() else None
+    if state is not None and state.get("settings") != settings:
+        log.warning("%s: ignoring %s, written by a run with other settings", desc, checkpoint)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -243,7 +249,7 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
             if checkpoint is not None and main:
                 save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "defense": defense.state_dict(),
-                            "history": history, "epoch": epoch + 1}, checkpoint)
+                            "history": history, "epoch": epoch + 1, "settings": settings}, checkpoint)
     finally:
         defense.gradient_sync = None
     if checkpoint is not None and main:

@@ -8,6 +8,7 @@ import torch
 
 from robust.defenses import DEFENSES, Defense, build_defense
 from robust.errors import ConfigError
+from robust.io import save_torch
 from robust.models import build_model
 from robust.train import TrainConfig, accuracy, seed_everything, train
 
@@ -85,6 +86,23 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch):
     assert history.equals(ref_history)
     for name, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("change", ["config", "tag"])
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, change):
+    x, y = _toy_data()
+    checkpoint = tmp_path / "resume.pt"
+    stale = {"config": dataclasses.replace(CONFIG, lr=CONFIG.lr * 2), "tag": CONFIG}[change]
+    tag = "other defense" if change == "tag" else ""
+    # the checkpoint an interrupted run of other settings leaves, one epoch before the end
+    save_torch({"model": _fresh_model(seed=5).state_dict(), "optimizer": {}, "schedule": {}, "defense": {},
+                "history": [], "epoch": CONFIG.epochs - 1, "settings": f"{stale!r} {tag}"}, checkpoint)
+    reference = _fresh_model()
+    ref_history, _ = train(reference, build_defense({"name": "none"}), x, y, CONFIG)
+    model = _fresh_model()
+    history, seconds = train(model, build_defense({"name": "none"}), x, y, CONFIG, checkpoint=checkpoint)
+    assert len(seconds) == CONFIG.epochs  # trained from the start, not from the stale epoch
+    assert history.equals(ref_history)
 
 
 @pytest.mark.parametrize("field, value, key", [

@@ -1,0 +1,177 @@
+"""The AFD study (Bashivan et al. 2021): its index entries, its tables' runs and paper values, rendering."""
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import robust.tables.bashivan2021 as afd_tables
+from robust.evaluate import parse_suite
+from robust.index import check_index, load_index
+from robust.params import lookup
+from robust.representation import parse_representation
+from robust.tables import TABLES, render_table
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY_FILE = "studies/bashivan2021.yaml"
+SEED_TEXT = REPO.parent / "shared" / "papers" / "afd_bashivan2021.txt"
+TABLE_IDS = ("bashivan2021-table1", "bashivan2021-table2", "bashivan2021-tablea5")
+
+
+@pytest.fixture(scope="module")
+def study():
+    return yaml.safe_load((REPO / STUDY_FILE).read_text())
+
+
+def test_the_study_index_resolves():
+    index, files = load_index(REPO)
+    check_index(index, files)
+    runs = {name: fields for name, fields in index["runs"].items() if fields["_file"] == STUDY_FILE}
+    assert set(runs) == {f"bashivan2021-mnist-{row}" for row in ("nt-s0", "at-s0", "trades-s0", "afd-s0", "nt-source")}
+    assert all(fields["study"] == "bashivan2021" and fields["base"] == name for name, fields in runs.items())
+
+
+def test_every_table_row_names_runs_of_the_study(study):
+    for table_id in TABLE_IDS:
+        table = TABLES.get(table_id)
+        assert all(run in study["runs"] for run in table.runs()), table_id
+        assert all(len(row.paper) == len(table.columns) for row in table.rows), table_id
+    sources = {column.source for column in TABLES.get("bashivan2021-table1").columns if column.source}
+    assert sources == {afd_tables.BLACK_BOX_SOURCE} and afd_tables.BLACK_BOX_SOURCE in study["runs"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_attack_configs_parse_at_every_profile(study, profile):
+    for key in ("attack", "attack_source"):
+        config = study["bashivan2021"][key]
+        config = {**config, **config.get("profiles", {}).get(profile, {})}
+        suite = parse_suite([dict(entry) for entry in config["suite"]])
+        transfer = parse_suite([dict(entry) for entry in config["transfer"]])
+        assert {spec.label for spec in transfer} == {"pgd-transfer", "fgsm-transfer"}
+        if key == "attack":
+            # Table 1's white-box cells read the sweeps' ε = 0.3 members; the representation grid holds 0.3
+            # (40 steps of 0.01, the training attack, where the profile runs Table A2's setting)
+            assert any(s.name == "pgd" and s.eps == 0.3 and s.sweep is not None
+                       and (profile == "smoke" or s.settings["step_size"] == 0.01) for s in suite)
+            assert any(s.name == "fgsm" and s.eps == 0.3 and s.sweep is not None for s in suite)
+            assert 0.3 in parse_representation(config["representation"], "representation").eps
+
+
+def test_bases_train_from_scratch_with_their_defense(study):
+    bases = study["bashivan2021"]["bases"]
+    assert {b["defense"]["name"] for b in bases.values()} == {"none", "at", "trades", "afd"}
+    assert all(b["arch"] == "resnet18-mnist-norm" and b["optimizer"] == "sgd" and b["momentum"] == 0.9
+               for b in bases.values())
+    assert bases["mnist-afd-s0"]["profiles"]["paper"] == {"epochs": 100, "batch_size": 128, "lr": 0.1,
+                                                         "milestones": [50, 80], "gamma": 0.1}
+    for run in study["runs"].values():
+        assert lookup(study, run["finetune_key"]) == {"epochs": 0}
+
+
+# ---- paper values -------------------------------------------------------------------------------
+
+def _numbers(text: str) -> list[float]:
+    return [float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)]
+
+
+@pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
+def test_table1_values_are_the_mnist_rn18_cells():
+    lines = SEED_TEXT.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Method\tDataset\tNetwork\tClean"))
+    # the MNIST block ends at the first CIFAR10 row (AT on RN18 with clean 87.3)
+    block = lines[start:next(i for i in range(start, len(lines)) if "CIFAR10" in lines[i])]
+    for row in TABLES.get("bashivan2021-table1").rows:
+        line = next(line for line in block if line.startswith(row.label + "\t"))
+        cells = line.split("\t")
+        assert cells[2] == "RN18"
+        means = [_numbers(cell)[0] for cell in cells[3:]]  # "μ ± σ": the first number is the mean
+        assert tuple(means) == row.paper, row.label
+
+
+@pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
+@pytest.mark.parametrize("table_id, header", [
+    ("bashivan2021-table2", "Dataset\tModel\t$PGD_{L_{\\infty}}$"),
+    ("bashivan2021-tablea5", "Dataset\tMNIST\t\tCIFAR10"),
+])
+def test_mnist_block_values_are_the_first_rows_after_the_header(table_id, header):
+    lines = SEED_TEXT.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = [line.split("\t") for line in lines[start:] if re.match(r"^(MNIST)?\t?(NT|AT|TRADES|AFD)\t", line)]
+    table = TABLES.get(table_id)
+    for row, cells in zip(table.rows, rows[:len(table.rows)]):  # the MNIST block comes first
+        cells = [cell for cell in cells if cell and cell != "MNIST"]
+        assert cells[0] == row.in_text
+        # Table 2: all eight attacks; Table A5: the MNIST Units and Dims
+        assert tuple(float(c) for c in cells[1:1 + len(row.paper)]) == row.paper, (table_id, row.label)
+
+
+@pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
+@pytest.mark.parametrize("table_id", TABLE_IDS)
+def test_every_paper_value_appears_in_the_seed_text(table_id):
+    """The check tests/test_tables.py makes for every registered table."""
+    table = TABLES.get(table_id)
+    text = SEED_TEXT.read_text()
+    lines = [line for line in text.splitlines() if "\t" in line]
+    tokens = text.split()
+    for row in table.rows:
+        values = [value for value in row.paper if value is not None]
+        if row.in_text is not None:
+            following = [_numbers(" ".join(tokens[i + 1:i + 1 + len(values)]))
+                         for i, token in enumerate(tokens) if token == row.in_text]
+            assert values in following, (table_id, row.label)
+            continue
+        candidates = [_numbers(line) for line in lines if line.startswith(row.label + "\t")]
+        assert any(all(value in numbers for value in values) for numbers in candidates), (table_id, row.label)
+
+
+# ---- rendering from synthetic rows --------------------------------------------------------------
+
+META = {"study": "bashivan2021", "dataset": "digits", "arch": "resnet18-mnist-norm", "defense": "afd",
+        "profile": "smoke", "seed": 0, "label": "", "norm": "", "eps": math.nan, "steps": -1, "n": 359}
+
+
+def _synthetic(run: str) -> list[dict]:
+    meta = {**META, "run": run, "source": ""}
+    pgd = {**meta, "attack": "pgd", "norm": "linf", "steps": 40, "metric": "accuracy"}
+    fgsm = {**meta, "attack": "fgsm", "norm": "linf", "metric": "accuracy"}
+    rows = [{**meta, "attack": "clean", "metric": "accuracy", "value": 0.98},
+            {**pgd, "eps": 0.3, "value": 0.90}, {**pgd, "eps": 0.1, "value": 0.95},
+            # the labelled transfer attack is also evaluated white-box on the run itself
+            {**pgd, "eps": 0.3, "label": "pgd-transfer", "value": 0.89},
+            {**fgsm, "eps": 0.3, "value": 0.93},
+            {**pgd, "metric": "auc", "value": 0.83}, {**fgsm, "metric": "auc", "value": 0.84},
+            {**pgd, "norm": "l2", "steps": 50, "metric": "auc", "value": 0.5},
+            {**meta, "attack": "representation", "metric": "active_units", "value": 14.0},
+            {**meta, "attack": "representation", "metric": "pca_dims_99", "value": 6.0},
+            {**meta, "attack": "representation", "norm": "linf", "eps": 0.3, "steps": 40, "metric": "sensitivity",
+             "value": 0.1}]
+    source = {**meta, "source": afd_tables.BLACK_BOX_SOURCE, "metric": "accuracy", "norm": "linf", "eps": 0.3}
+    rows += [{**source, "attack": "pgd", "label": "pgd-transfer", "steps": 40, "value": 0.97},
+             {**source, "attack": "fgsm", "label": "fgsm-transfer", "value": 0.96}]
+    return rows
+
+
+def _cells(text: str, label: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_tables_render_from_synthetic_rows():
+    results = pd.DataFrame(_synthetic("bashivan2021-mnist-afd-s0"))
+    table1 = render_table(TABLES.get("bashivan2021-table1"), results)
+    cells = _cells(table1, "AFD")
+    assert cells[1:4] == ["98.00", "99.15", "-1.15"]
+    assert cells[4:7] == ["90.00", "96.13", "-6.13"]  # white-box: the sweep's ε = 0.3 member, not the labelled one
+    assert cells[7] == "93.00"
+    assert cells[10:12] == ["97.00", "98.31"] and cells[13] == "96.00"  # black-box, from the NT source
+    assert cells[-1] == "smoke / digits" and "not comparable" in table1
+    assert _cells(table1, "NT")[-1] == "not run"
+    table2 = _cells(render_table(TABLES.get("bashivan2021-table2"), results), "AFD")
+    assert table2[1:4] == ["0.83", "0.83", "0.00"] and table2[4:6] == ["0.50", "0.84"]
+    assert table2[10] == "0.84"  # FGSM
+    assert table2[16] == "—" and table2[17] == "0.85"  # DDN: not computed yet, the paper's value beside it
+    tablea5 = _cells(render_table(TABLES.get("bashivan2021-tablea5"), results), "AFD")
+    assert tablea5[1:7] == ["14", "18", "-4", "6", "6", "0"]
