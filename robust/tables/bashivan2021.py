@@ -23,6 +23,11 @@ def _runs(defense: str) -> tuple[str, ...]:
     return tuple(f"{STUDY}-mnist-{defense}-s{seed}" for seed in SEEDS)
 
 
+def _rows_in_text(papers: tuple) -> tuple[Row, ...]:
+    """Rows of a table the seed text prints as running text, found there by the defense's short name."""
+    return tuple(Row(name, _runs(suffix), paper, in_text=name) for (_, name, suffix), paper in zip(DEFENSES, papers))
+
+
 def _accuracy(label: str, attack: str, **narrow) -> Column:
     return Column(label, attack=attack, metric="accuracy", scale=100.0, **narrow)
 
@@ -92,8 +97,7 @@ TABLE2 = register_table(Table(
     title="AUC of robust accuracy over ε on MNIST (ResNet-18), normalised to 1",
     source=f"{SOURCE}, Table 2 (MNIST block)",
     columns=TABLE2_COLUMNS,
-    rows=tuple(Row(name, _runs(suffix), paper, in_text=name)
-               for (_, name, suffix), paper in zip(DEFENSES, TABLE2_PAPER)),
+    rows=_rows_in_text(TABLE2_PAPER),
     notes=(
         "AUC = trapezoidal area under accuracy-vs-ε over the grid divided by the grid's width (1: accurate at "
         "every ε). Grids of Table A2 (MNIST): PGD-L∞ and FGSM ε ∈ {0, 0.1, 0.3, 0.35, 0.4, 0.45, 0.5} (PGD 40 "
@@ -120,8 +124,7 @@ TABLEA5 = register_table(Table(
     title="Dimensionality of the learned representation E(x) on MNIST (ResNet-18)",
     source=f"{SOURCE}, Table A5 (MNIST columns)",
     columns=TABLEA5_COLUMNS,
-    rows=tuple(Row(name, _runs(suffix), paper, in_text=name)
-               for (_, name, suffix), paper in zip(DEFENSES, TABLEA5_PAPER)),
+    rows=_rows_in_text(TABLEA5_PAPER),
     notes=(
         "E(x): the activations before the last linear layer (64-d, L2-normalised, on the full-width MNIST "
         "ResNet-18; a narrower profile has fewer). Units: dimensions non-zero for at least one evaluated test "
