@@ -11,6 +11,9 @@ Metrics per attack (and per ε of a sweep):
 - ``success_rate`` — the fraction of clean-correct points whose prediction the attack flips;
 - ``mean_norm`` / ``median_norm`` — ‖δ‖ in the attack's norm over the flipped points (NaN
   when none flipped);
+- ``jacobian_fro`` / ``jacobian_fro_softmax`` (clean inputs, and the examples of minimal-perturbation
+  attacks) — the mean over all N points of ‖J‖_F of the logits / of the softmax outputs
+  (Jakubovitz & Giryes Table 1; ``robust.jacobian_norms``);
 - ``alignment`` (clean inputs only) — the mean over all N points of the absolute cosine between
   x and the input gradient of the predicted class's logit (Etmann et al. 2019; ``robust.saliency``);
 - ``rho_adv`` (minimal-perturbation attacks only; Jakubovitz & Giryes §4.1, Moosavi-Dezfooli
@@ -48,7 +51,7 @@ from robust.attacks import (
     run_attack,
 )
 from robust.errors import ConfigError, MissingExtra
-from robust.jacobian import jacobian_frobenius_sq
+from robust.jacobian_norms import jacobian_norms
 from robust.params import require_mapping
 from robust.saliency import alignment
 
@@ -150,6 +153,8 @@ class Outcome:
     flipped: torch.Tensor  # correct clean, wrong attacked
     norms: torch.Tensor  # ‖x_adv − x‖ in the attack's norm
     x_adv: torch.Tensor | None = None  # kept only when asked for (transfer attacks)
+    # per-point ‖J‖_F at x_adv by kind (minimal-perturbation attacks only: Jakubovitz Table 1)
+    jacobian: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _check_budget(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor) -> None:
@@ -176,7 +181,7 @@ def attack_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
                   batch_size: int, generator: torch.Generator, keep: bool = False) -> Outcome:
     """Run one attack over all points in batches and record what it did to each."""
     device = next(model.parameters()).device
-    robust, norms, kept = [], [], []
+    robust, norms, kept, jacobians = [], [], [], []
     for xb, yb in tqdm(_batches(x, y, batch_size), desc=spec.name, leave=False):
         xb, yb = xb.to(device), yb.to(device)
         x_adv = run_attack(spec.name, model, xb, yb, generator=generator, **spec.settings)
@@ -186,8 +191,16 @@ def attack_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
         norms.append(torch.linalg.vector_norm((x_adv - xb).flatten(1), ord=NORM_ORDER[spec.norm], dim=1).cpu())
         if keep:
             kept.append(x_adv.cpu())
+        if spec.name in MINIMAL_PERTURBATION:
+            jacobians.append(jacobian_norms(model, x_adv))
     robust = correct & torch.cat(robust)
-    return Outcome(spec, robust, correct & ~robust, torch.cat(norms), torch.cat(kept) if keep else None)
+    return Outcome(spec, robust, correct & ~robust, torch.cat(norms), torch.cat(kept) if keep else None,
+                   _cat_by_kind(jacobians))
+
+
+def _cat_by_kind(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One tensor per kind from per-batch {kind: values} dicts (empty when there are no batches)."""
+    return {kind: torch.cat([batch[kind] for batch in batches]) for kind in (batches[0] if batches else ())}
 
 
 def outcome_rows(outcome: Outcome, x: torch.Tensor, correct: torch.Tensor) -> list[dict]:
@@ -201,6 +214,7 @@ def outcome_rows(outcome: Outcome, x: torch.Tensor, correct: torch.Tensor) -> li
     if spec.name in MINIMAL_PERTURBATION:
         size = torch.linalg.vector_norm(x.flatten(1), ord=NORM_ORDER[spec.norm], dim=1).clamp_min(1e-12)
         rows.append(_row(spec, "rho_adv", (outcome.norms * correct / size).mean(), n))
+    rows += [_row(spec, kind, values.mean(), n) for kind, values in outcome.jacobian.items()]
     return rows
 
 
@@ -244,17 +258,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequence
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    clean_correct, jac_norms, alignments = [], [], []
+    clean_correct, jacobians, alignments = [], [], []
     for xb, yb in tqdm(_batches(x, y, batch_size), desc="clean", leave=False):
         xb, yb = xb.to(device), yb.to(device)
         with torch.no_grad():
             clean_correct.append((model(xb).argmax(1) == yb).cpu())
-        jac_norms.append(jacobian_frobenius_sq(model, xb).sqrt().detach().cpu())
+        jacobians.append(jacobian_norms(model, xb))
         alignments.append(alignment(model, xb).cpu())
     correct = torch.cat(clean_correct)
     clean = AttackSpec("clean")
     rows = [_row(clean, "accuracy", correct.float().mean(), len(y)),
-            _row(clean, "jacobian_fro", torch.cat(jac_norms).mean(), len(y)),
+            *(_row(clean, kind, values.mean(), len(y)) for kind, values in _cat_by_kind(jacobians).items()),
             _row(clean, "alignment", torch.cat(alignments).mean(), len(y))]
     outcomes = []
     for spec in suite:

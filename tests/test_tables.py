@@ -32,7 +32,8 @@ def test_every_paper_value_appears_in_the_seed_text(table_id):
         values = [value for value in row.paper if value is not None]
         if row.in_text is not None:  # a table flattened into running text: label, then its values
             tokens = text.split()
-            following = [_numbers(" ".join(tokens[i + 1:i + 1 + len(values)]))
+            # the first numbers after the label (a token may carry more, e.g. "34.24×10^{-2}")
+            following = [_numbers(" ".join(tokens[i + 1:i + 1 + len(values)]))[:len(values)]
                          for i, token in enumerate(tokens) if token == row.in_text]
             assert values in following, (table_id, row.label)
             continue

@@ -54,7 +54,8 @@ class Row:
     # (e.g. one per training seed), shown as mean ± standard deviation
     run: str | tuple[str, ...] | None
     paper: tuple[float | None, ...]  # one per column, None where the text lost the number
-    # the row's name in a seed text that printed the table as running text ("[7] 0.90 0.228 ...")
+    # the token that opens the row in the seed text, searched in running text: for a table the text
+    # flattened ("[7] 0.90 0.228 ...") or whose rows it names otherwise (Table 13's "0.001 99.00% ...")
     in_text: str | None = None
 
     @property

@@ -62,3 +62,62 @@ TABLE2 = register_table(Table(
         "(e.g. input gradient 99.44/24.03 here, 99.25/23.43 there); each table shows its own.",
     ),
 ))
+
+SOURCE_TABLE1 = "jacobian_reg_jakubovitz2018.txt, Table 1 (MNIST)"
+SOURCE_TABLE13 = "jacobian_reg_jakubovitz2018.txt, Table 13 (Appendix G, MNIST)"
+
+
+def _jacobian_column(label: str, attack: str, metric: str) -> Column:
+    return Column(label, attack=attack, metric=metric, digits=4)
+
+
+TABLE1 = register_table(Table(
+    id="jakubovitz2018-table1",
+    title="Average Frobenius norm of the Jacobian matrix at the original data and the data perturbed by DeepFool",
+    source=SOURCE_TABLE1,
+    columns=(
+        _jacobian_column("mean ‖J(x)‖_F, softmax", "clean", "jacobian_fro_softmax"),
+        _jacobian_column("mean ‖J(x_pert)‖_F, softmax", "deepfool", "jacobian_fro_softmax"),
+        _jacobian_column("mean ‖J(x)‖_F, logits", "clean", "jacobian_fro"),
+        _jacobian_column("mean ‖J(x_pert)‖_F, logits", "deepfool", "jacobian_fro"),
+    ),
+    rows=(
+        Row("No defense", "jakubovitz2018-table3-none", (0.14, 0.1877, None, None)),
+        Row("Adversarial Training", "jakubovitz2018-table3-at", (0.141, 0.143, None, None)),
+        Row("Jacobian regularization", "jakubovitz2018-table3-jacobian", (0.0315, 0.055, None, None)),
+        Row("Jacobian regularization & Adversarial Training", "jakubovitz2018-table3-jacobian-at",
+            (0.0301, 0.0545, None, None)),
+    ),
+    notes=(
+        "The text does not say which outputs J differentiates in Table 1. The penalty (eq. 4) and the official "
+        "code use the logits, but the table's norms are about 100× below the logits norms of the same net and of "
+        "the order of the softmax Jacobian, so the paper's values sit in the softmax columns; the logits columns "
+        "have no paper counterpart.",
+        "x_pert is each point's DeepFool example (the Table 3 attack); points misclassified without attack "
+        "are left unperturbed. Means over all evaluated points.",
+    ),
+))
+
+TABLE13 = register_table(Table(
+    id="jakubovitz2018-table13",
+    title="Influence of λ on Jacobian regularization for MNIST (post-processing training)",
+    source=SOURCE_TABLE13,
+    columns=(ACCURACY, RHO),
+    rows=(
+        Row("λ = 0", "jakubovitz2018-table3-none", (99.08, 20.67), in_text="0"),
+        Row("λ = 0.001", "jakubovitz2018-table13-lambda-1e-3", (99.00, 22.21), in_text="0.001"),
+        Row("λ = 0.005", "jakubovitz2018-table13-lambda-5e-3", (98.96, 23.99), in_text="0.005"),
+        Row("λ = 0.01", "jakubovitz2018-table13-lambda-1e-2", (98.97, 26.34), in_text="0.01"),
+        Row("λ = 0.02", "jakubovitz2018-table13-lambda-2e-2", (98.76, 28.93), in_text="0.02"),
+        Row("λ = 0.05", "jakubovitz2018-table13-lambda-5e-2", (98.62, 32.39), in_text="0.05"),
+        Row("λ = 0.1 (the paper's choice)", "jakubovitz2018-table3-jacobian", (98.44, 34.24), in_text="0.1"),
+        Row("λ = 0.2", "jakubovitz2018-table13-lambda-2e-1", (97.88, 34.18), in_text="0.2"),
+        Row("λ = 0.5", "jakubovitz2018-table13-lambda-5e-1", (96.92, 33.51), in_text="0.5"),
+        Row("λ = 1", "jakubovitz2018-table13-lambda-1", (95.24, 33.48), in_text="1"),
+    ),
+    notes=(
+        "λ = 0 fine-tunes with cross-entropy alone (Table 3's no-defense row); λ = 0.1 is Table 3's Jacobian row.",
+        "λ weighs the penalty mean‖J(x_i)‖_F of the logits against the mean cross-entropy (`reduction: mean`, "
+        "README: Jacobian penalty).",
+    ),
+))
