@@ -1,4 +1,4 @@
-"""Collect every run's metric rows into the committed metrics: summary.json and tables."""
+"""Collect every run's metric rows into the committed metrics: summary.json, tables and plot data."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from robust.io import save_json, save_parquet, save_text
+from robust.plots import sweep_curves
 from robust.results import RESULT_COLUMNS, SORT_KEYS, metric_key
 from robust.sanity import violations
 from robust.tables import TABLES, render_index, render_table
@@ -46,7 +47,7 @@ def run_table(results: pd.DataFrame, run: str) -> str:
 
 
 def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_out: Path,
-              tables_dir: Path) -> pd.DataFrame:
+              tables_dir: Path, plots_dir: Path | None = None) -> pd.DataFrame:
     results = load_results(result_paths)
     save_parquet(results, results_out)
     save_json(summarize(results), summary_out)
@@ -55,4 +56,7 @@ def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_
     for study, page in transfer_matrices(results).items():
         save_text(page, tables_dir / f"transfer-{study}.md")
     save_text(render_index(results), tables_dir / "README.md")
+    if plots_dir is not None:
+        for name, curve in sweep_curves(results).items():
+            save_text(curve.to_csv(index=False), plots_dir / name)
     return results

@@ -1,4 +1,5 @@
-"""DVC stage `aggregate`: all runs' rows (white-box and transfer) → results parquet, summary.json, paper tables."""
+"""DVC stage `aggregate`: all runs' rows (white-box and transfer) → results parquet, summary.json, paper
+tables and the ε-sweep data of `dvc plots`."""
 
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from robust.stage import stage
 @click.option("--results-out", required=True, type=click.Path(path_type=Path))
 @click.option("--summary", "summary_out", required=True, type=click.Path(path_type=Path))
 @click.option("--tables", "tables_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--plots", "plots_dir", required=True, type=click.Path(path_type=Path))
 @stage
-def main(results_dirs, results_out, summary_out, tables_dir) -> None:
+def main(results_dirs, results_out, summary_out, tables_dir, plots_dir) -> None:
     """Collect the parquet files of every RESULTS_DIR (white-box results, transfer results)."""
     paths = sorted(path for directory in results_dirs for path in directory.glob("*.parquet"))
-    frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir)
+    frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir,
+                      plots_dir=plots_dir)
     click.echo(run_table(frame, "main"))
 
 

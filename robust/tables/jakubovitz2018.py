@@ -121,3 +121,48 @@ TABLE13 = register_table(Table(
         "README: Jacobian penalty).",
     ),
 ))
+
+SOURCE_APPENDIX_F = "jacobian_reg_jakubovitz2018.txt, Tables 11–12 (Appendix F, MNIST)"
+PERCENTAGE_NOTES = (
+    "The percentage is the share of each training batch replaced by DeepFool examples of the model being "
+    "fine-tuned (the paper's batch is 500 inputs; the profile sets ours).",
+    "The paper's Table 3 reports, per method, the best percentage of this appendix; its AT row (99.03 / 22.38) "
+    "matches none of Table 11's rows.",
+)
+
+TABLE11 = register_table(Table(
+    id="jakubovitz2018-table11",
+    title="Robustness to DeepFool attack for MNIST with adversarial training, by share of perturbed examples",
+    source=SOURCE_APPENDIX_F,
+    columns=(ACCURACY, RHO),
+    rows=(
+        Row("No defense", "jakubovitz2018-table3-none", (99.08, 20.67)),
+        *(Row(f"Adversarial training, {pct}% perturbed", run, paper) for pct, run, paper in (
+            (10, "jakubovitz2018-table3-at", (98.99, 23.73)),
+            (20, "jakubovitz2018-table11-at-20", (98.8, 22.29)),
+            (30, "jakubovitz2018-table11-at-30", (98.91, 20.71)),
+            (40, "jakubovitz2018-table11-at-40", (98.96, 19.53)),
+            (50, "jakubovitz2018-table11-at-50", (98.72, 18.74)),
+        )),
+    ),
+    notes=PERCENTAGE_NOTES,
+))
+
+TABLE12 = register_table(Table(
+    id="jakubovitz2018-table12",
+    title="Robustness to DeepFool attack for MNIST with Jacobian regularization (λ = 0.1) and adversarial training",
+    source=SOURCE_APPENDIX_F,
+    columns=(ACCURACY, RHO),
+    rows=(
+        Row("Jacobian regularization & no adversarial training", "jakubovitz2018-table3-jacobian", (98.44, 34.24)),
+        *(Row(f"Jacobian regularization & adversarial training {pct}% perturbed", run, paper)
+          for pct, run, paper in (
+              (10, "jakubovitz2018-table12-jacobian-at-10", (98.06, 35.57)),
+              (20, "jakubovitz2018-table3-jacobian-at", (97.92, 37.14)),
+              (30, "jakubovitz2018-table12-jacobian-at-30", (98.07, 34.32)),
+              (40, "jakubovitz2018-table12-jacobian-at-40", (97.87, 34.43)),
+              (50, "jakubovitz2018-table12-jacobian-at-50", (98.03, 36.89)),
+          )),
+    ),
+    notes=PERCENTAGE_NOTES,
+))
