@@ -1,7 +1,8 @@
 """End to end: `dvc repro` at the smoke profile in a copy of the repository.
 
 One module-scoped run of the whole pipeline feeds several checks: outputs exist, a forced
-rerun is byte-identical, and `dvc exp run -S defense.lambda=...` reruns only the main run.
+rerun is byte-identical, `dvc exp run -S defense.lambda=...` reruns only the main run, and
+queued experiments run in parallel.
 """
 
 import json
@@ -21,8 +22,11 @@ from click.testing import CliRunner
 from robust.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
+# dvc.lock is left out: it records every stage of the full pipeline (~0.5 MB of YAML, none of whose
+# outputs the copy has), and DVC parses and rewrites the whole lock file with a pure-Python YAML
+# library around every stage it runs and on every `dvc exp`/`metrics` command: ~10 s each on 2 cores.
 COPY_IGNORE = shutil.ignore_patterns(".git", "data", "__pycache__", "*.egg-info", ".pytest_cache", "cache", "tmp",
-                                     "results.parquet")
+                                     "results.parquet", "dvc.lock")
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +38,13 @@ def _run(args, cwd, env):
 
 
 # The runs of each study kept in the end-to-end run (by name without the study prefix), with the
-# bases they need; a study with none is left out of dvc.yaml's vars. Every stage costs seconds of
-# DVC and interpreter start-up, and the full studies would take most of an hour: these runs cover
-# every kind of wiring (post-processing runs of the main base; a from-scratch base with its defense,
-# evaluated by a 0-epoch run, in a multi-seed table row; transfer matrices; a figure). The studies'
-# own settings are checked by their tests (tests/test_study_*.py) and by the committed smoke run.
-# A study missing here fails the fixture, so a new study cannot silently lengthen the test.
+# bases they need; a study with none is left out of dvc.yaml's vars. Every stage costs ~8 s of
+# interpreter, torch and DVC start-up on 2 cores, and the full studies would take most of an hour:
+# these runs cover every kind of wiring (post-processing runs of the main base; a from-scratch base
+# with its defense, evaluated by a 0-epoch run, in a multi-seed table row; transfer matrices; a
+# figure). The studies' own settings are checked by their tests (tests/test_study_*.py) and by the
+# committed smoke run. A study missing here fails the fixture, so a new study cannot silently
+# lengthen the test.
 KEPT_RUNS = {
     "jakubovitz2018": {"table3-none", "table3-jacobian"},
     "matyasko2018": {"fc-critic-s0"},
@@ -91,13 +96,20 @@ def project(tmp_path_factory):
     shutil.copytree(REPO, root, ignore=COPY_IGNORE)
     env = {**os.environ, "PYTHONPATH": str(root), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "robust",
            "GIT_AUTHOR_EMAIL": "robust@example.invalid", "GIT_COMMITTER_NAME": "robust",
-           "GIT_COMMITTER_EMAIL": "robust@example.invalid"}
+           "GIT_COMMITTER_EMAIL": "robust@example.invalid",
+           # torch would use a thread per core in every stage: on these tiny models that makes a stage
+           # several times slower on 2 busy cores (and two queued experiments run at once)
+           "OMP_NUM_THREADS": "1"}
     env.pop("CI", None)
-    # Fewer epochs than the smoke profile: the pipeline's wiring is under test here, not accuracy.
+    # Fewer epochs, training images and attacked points than the smoke profile: the pipeline's wiring
+    # is under test here, not accuracy. Training and attacks are most of a stage's compute, and the
+    # main run's fine-tune and attack run again in the forced rerun and in every experiment.
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["profiles"]["smoke"]["pretrain"]["epochs"] = 3
-    params["profiles"]["smoke"]["finetune"]["epochs"] = 1
-    params["profiles"]["smoke"]["eval_examples"] = 200
+    smoke = params["profiles"]["smoke"]
+    smoke["pretrain"]["epochs"] = 3
+    smoke["finetune"]["epochs"] = 1
+    smoke["max_train"] = 500
+    smoke["eval_examples"] = 100
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _trim_studies(root)
     _run(["git", "init", "-q"], root, env)
@@ -129,6 +141,9 @@ def test_repro_writes_metrics_tables_and_summary(project):
             "checks_violated"} <= set(summary["main"])
     table = (root / "metrics/tables/jakubovitz2018-table3.md").read_text()
     assert "99.08" in table and "smoke / digits" in table
+    norms = (root / "metrics/tables/jakubovitz2018-table1.md").read_text()
+    line = next(row for row in norms.splitlines() if row.startswith("| No defense"))
+    assert "smoke / digits" in line and "0.1877" in line  # ‖J‖_F at clean and DeepFool points, beside the paper's
     assert "accuracy" in log  # the closing summary table of the aggregate stage
     critic = (root / "metrics/tables/matyasko2018-table1a.md").read_text()
     line = next(row for row in critic.splitlines() if row.startswith("| Adversary critic"))
@@ -143,13 +158,17 @@ def test_forced_rerun_is_byte_identical(project):
     # Forcing attack@main reruns its whole chain: prepare, pretrain, defense-finetune, attack.
     chain = [root / "data/prepared/main/train.pt", root / "data/bases/main/history.parquet",
              root / "data/bases/main/model.pt", root / "data/runs/main/history.parquet",
-             root / "data/runs/main/model.pt", root / "data/results/main.parquet"]
+             root / "data/runs/main/model.pt", root / "data/results/main.parquet",
+             root / "data/adversarial/main/main.pt"]
     before = {path: path.read_bytes() for path in chain}
     log = _run([sys.executable, "-m", "dvc", "repro", "--force", "attack@main"], root, env)
     assert "Running stage 'pretrain@main'" in log
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path.relative_to(root)} changed between identical runs"
+    # The base's cost.json (wall-clock time) differs, so the runs fine-tuned from it rerun; their
+    # models come out identical, and nothing after them reruns.
     log = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert "Stage 'attack@jakubovitz2018-table3-jacobian' didn't change, skipping" in log
     assert "Stage 'aggregate' didn't change, skipping" in log
     metrics = [root / "metrics/summary.json", root / "metrics/results.parquet",
                root / "metrics/tables/jakubovitz2018-table3.md"]
@@ -189,8 +208,11 @@ def test_queued_experiments_run_in_parallel_and_show_their_metrics(project):
     root, env, _ = project
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "queue baseline"], root, env)
-    for lam in ("0.2", "0.3"):
-        _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", f"defense.lambda={lam}"], root, env)
+    # The experiments change the main run's FGSM ε, so only its attack, transfer and aggregate rerun;
+    # a change of λ would rerun its fine-tune too (about 40% more time), a path that
+    # test_changing_lambda_reruns_only_the_main_run already takes.
+    for eps in ("0.2", "0.3"):
+        _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", f"attack.suite.0.eps={eps}"], root, env)
     _run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", "2"], root, env)
     deadline = time.monotonic() + 900
     while True:
@@ -204,14 +226,25 @@ def test_queued_experiments_run_in_parallel_and_show_their_metrics(project):
     shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=root, env=env,
                            capture_output=True, text=True, check=True).stdout
     shown = json.loads(shown)
-    by_lambda = {}
+    by_eps = {}
     for record in _experiments(shown):
-        lam = record["params"].get("params.yaml", {}).get("data", {}).get("defense", {}).get("lambda")
+        suite = record["params"].get("params.yaml", {}).get("data", {}).get("attack", {}).get("suite", [])
         summary = record["metrics"].get("metrics/summary.json", {}).get("data", {})
-        if lam in (0.2, 0.3) and "main" in summary:
-            by_lambda[lam] = summary["main"]
-    assert set(by_lambda) == {0.2, 0.3}, "both queued experiments must be listed with their metrics"
-    assert by_lambda[0.2]["accuracy"] > 0 and by_lambda[0.3]["accuracy"] > 0
+        if suite and suite[0].get("eps") in (0.2, 0.3) and "main" in summary:
+            by_eps[suite[0]["eps"]] = summary["main"]
+    assert set(by_eps) == {0.2, 0.3}, "both queued experiments must be listed with their metrics"
+    for eps, main in by_eps.items():  # each lists the metrics of its own attack, not the baseline's
+        assert f"fgsm_linf_eps{eps}_accuracy" in main and "fgsm_linf_eps0.1_accuracy" not in main, sorted(main)
+        assert main["accuracy"] > 0
+
+
+def test_dvc_plots_show_the_accuracy_vs_eps_curves(project):
+    root, env, _ = project
+    shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=root, env=env,
+                                      capture_output=True, text=True, check=True).stdout)
+    curve = shown["data"]["metrics/plots/jakubovitz2018-fgsm_linf.csv"][0]["content"]["data"]["values"]
+    assert {point["run"] for point in curve} == {"jakubovitz2018-table3-none", "jakubovitz2018-table3-jacobian"}
+    assert len({float(point["eps"]) for point in curve}) > 1
 
 
 def test_report_prints_summary_and_tables(project):
