@@ -23,6 +23,7 @@ from robust.errors import ConfigError
 from robust.evaluate import evaluate, fixed_subset, parse_suite, predictions
 from robust.io import load_torch, save_json, save_parquet, save_torch
 from robust.models import build_model
+from robust.models.head import FIXED_KEY, fix_orthonormal
 from robust.params import (
     check_keys,
     lookup,
@@ -65,7 +66,21 @@ def load_model(path: Path, on: torch.device) -> tuple[torch.nn.Module, dict]:
     model = build_model(config["arch"], in_shape=config["in_shape"], num_classes=config["num_classes"],
                         width=config["width"])
     model.load_state_dict(state["model"])
+    fix_orthonormal(model, config.get(FIXED_KEY, 0), initialise=False)
     return model.to(on).eval(), config
+
+
+def defense_config(params: Mapping, key: str, default: Mapping | None = None) -> dict:
+    """The defense mapping at ``key`` with its own replacements for the active profile applied.
+
+    ``<key>.profiles.<profile>`` may replace, for one profile, a setting the mapping states,
+    e.g. a random-projection estimate where the exact penalty is out of a profile's reach.
+    """
+    config = dict(require_mapping(lookup(params, key) if default is None else lookup(params, key, default), key))
+    profile, _ = profile_settings(params)
+    own = profile_overrides(config, key, profile, set(config) - {"name", "profiles"})
+    config.pop("profiles", None)
+    return {**config, **own}
 
 
 SCALE_KEYS = {"epochs", "batch_size", "lr", "milestones", "gamma"}
@@ -91,13 +106,15 @@ def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
         k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs", "momentum", "beta1", "amp"}}})
 
 
-def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path, *, name: str) -> pd.DataFrame:
+def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path, *, name: str,
+                  cost_out: Path | None = None) -> pd.DataFrame:
     """Training of a base model from scratch: plain, or with the config's ``defense`` ("regular" training)."""
     config = require_mapping(lookup(params, base_key), base_key)
     check_keys(config, base_key, {"arch", "optimizer", "l2", "momentum", "beta1", "amp", "defense",
-                                       "seed", "profiles"}, {"arch"})
-    defense_config = require_mapping(config.get("defense", {"name": "none"}), f"{base_key}.defense")
-    defense = build_defense(defense_config, key=f"{base_key}.defense")
+                                       "seed", "profiles", FIXED_KEY}, {"arch"})
+    base_defense = defense_config(params, f"{base_key}.defense", default={"name": "none"})
+    defense = build_defense(base_defense, key=f"{base_key}.defense")
+    fixed = int(require_number(config.get(FIXED_KEY, 0), f"{base_key}.{FIXED_KEY}", low=0, high=2, integer=True))
     train_config = _train_config(params, "pretrain", base_key)
     profile, settings = profile_settings(params)
     manifest = data.load_manifest(data_dir)
@@ -105,38 +122,42 @@ def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path,
     model_config = {"arch": config["arch"], "in_shape": list(manifest["shape"]), "num_classes": manifest["num_classes"],
                     "width": float(require_number(settings.get("width", 1.0), f"profiles.{profile}.width", low=0)),
                     "dataset": manifest["name"], "profile": profile, "base": name,
-                    "base_defense": defense_config, "seed": train_config.seed}
+                    "base_defense": base_defense, "seed": train_config.seed}
+    if fixed:  # absent from older checkpoints' configs, which then fix nothing
+        model_config[FIXED_KEY] = fixed
     model = build_model(config["arch"], in_shape=model_config["in_shape"], num_classes=model_config["num_classes"],
-                        width=model_config["width"]).to(device(params))
+                        width=model_config["width"])
+    fix_orthonormal(model, fixed, initialise=True, key=f"{base_key}.{FIXED_KEY}")
+    model = model.to(device(params))
     x, y = data.load_split(data_dir, "train")
     held_out = data.load_split(data_dir, "test")
     history, seconds = train(model, defense, x, y, train_config, held_out=held_out,
                              checkpoint=RESUME_DIR / f"base-{name}.pt", desc=f"pretrain {name}",
                              resume_tag=_resume_tag(model_config, data_dir))
-    _save_training(out_dir, model, model_config, history, seconds)
+    _save_training(out_dir, model, model_config, history, seconds, cost_out)
     return history
 
 
 def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir: Path, data_dir: Path,
-                 out_dir: Path, *, name: str, study: str) -> pd.DataFrame:
+                 out_dir: Path, *, name: str, study: str, cost_out: Path | None = None) -> pd.DataFrame:
     """Post-processing training: load the base, apply the defense for the profile's epochs."""
-    defense_config = require_mapping(lookup(params, defense_key), defense_key)
-    defense = build_defense(defense_config, key=defense_key)
+    run_defense = defense_config(params, defense_key)
+    defense = build_defense(run_defense, key=defense_key)
     check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key,
                {"optimizer", "momentum", "beta1", "epochs", "amp", "profiles"})
     train_config = _train_config(params, "finetune", finetune_key)
     seed_everything(train_config.seed)
     model, model_config = load_model(base_dir / "model.pt", device(params))
     # a run that trains for 0 epochs evaluates its base: the base's defense is the one that shaped it
-    shaped_by = defense_config if train_config.epochs else model_config.get("base_defense", {"name": "none"})
+    shaped_by = run_defense if train_config.epochs else model_config.get("base_defense", {"name": "none"})
     model_config = {**model_config, "run": name, "study": study, "defense": shaped_by}
     x, y = data.load_split(data_dir, "train")
     held_out = data.load_split(data_dir, "test")
     history, seconds = train(model, defense, x, y, train_config, held_out=held_out,
                              checkpoint=RESUME_DIR / f"run-{name}.pt", desc=f"finetune {name}",
-                             resume_tag=_resume_tag({**model_config, "defense": defense_config}, data_dir,
+                             resume_tag=_resume_tag({**model_config, "defense": run_defense}, data_dir,
                                                     base_dir / "model.pt"))
-    _save_training(out_dir, model, model_config, history, seconds)
+    _save_training(out_dir, model, model_config, history, seconds, cost_out)
     return history
 
 
@@ -148,14 +169,17 @@ def _resume_tag(model_config: dict, data_dir: Path, start: Path | None = None) -
     return json.dumps({**model_config, **digests}, sort_keys=True, default=str)
 
 
-def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFrame, seconds: list[float]) -> None:
+def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFrame, seconds: list[float],
+                   cost_out: Path | None) -> None:
     if not is_main():  # in a multi-process run every process holds the same model: rank 0 writes it
         return
     save_torch({"model": model.state_dict(), "config": model_config}, out_dir / "model.pt")
     save_parquet(history, out_dir / "history.parquet")
-    # Wall-clock time is kept apart from the parquet files so those stay byte-identical.
+    # Wall-clock time differs on every run: it stays out of the parquet files and out of the
+    # output folder, whose hash the later stages depend on, so that a rerun that reproduces the
+    # model byte for byte reruns nothing after it.
     save_json({"seconds_per_epoch": sum(seconds) / max(len(seconds), 1), "epochs_timed": len(seconds)},
-              out_dir / "cost.json")
+              cost_out or out_dir.with_name(f"{out_dir.name}.cost.json"))
 
 
 def _attack_settings(params: Mapping, attack_key: str) -> tuple[dict, int, int | None]:

@@ -16,6 +16,11 @@ the true class). A point whose gradient or image is zero has alignment 0.
 Batched without a per-example loop: one backward pass of Σ_i Ψ^{F(x_i)}(x_i) gives every
 example's own gradient exactly when examples do not interact (eval mode: dropout off, BatchNorm
 on running statistics), which is how evaluation runs the model.
+
+g(x) is row F(x) of the logits Jacobian: where that Jacobian is built anyway (the evaluation's
+‖J‖_F metrics), ``alignment_from_jacobian`` takes the row from it instead of running the model
+forward and backward again. Both ways give the same gradient (a one-hot cotangent selects the
+same products), so the same alignment.
 """
 
 from __future__ import annotations
@@ -36,9 +41,20 @@ def saliency(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = N
     return grad.detach()
 
 
-def alignment(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-example |⟨∇ₓΨ^c(x), x⟩| / (‖∇ₓΨ^c(x)‖·‖x‖), c the predicted class unless ``classes`` is given."""
-    grad = saliency(model, x, classes).flatten(1)
+def alignment_of(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-example |⟨g, x⟩| / (‖g‖·‖x‖) for gradients ``grad`` shaped like ``x`` or flattened (B, D)."""
+    grad = grad.detach().flatten(1)
     flat = x.detach().flatten(1).to(grad.dtype)
     inner = (grad * flat).sum(1).abs()
     return inner / (grad.norm(dim=1) * flat.norm(dim=1)).clamp_min(EPS)
+
+
+def alignment_from_jacobian(jacobian: torch.Tensor, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Per-example alignment of ``x`` with row ``classes[i]`` of its logits Jacobian (B, K, ...)."""
+    classes = classes.to(jacobian.device)
+    return alignment_of(jacobian[torch.arange(len(jacobian), device=jacobian.device), classes], x)
+
+
+def alignment(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example |⟨∇ₓΨ^c(x), x⟩| / (‖∇ₓΨ^c(x)‖·‖x‖), c the predicted class unless ``classes`` is given."""
+    return alignment_of(saliency(model, x, classes), x)

@@ -22,11 +22,14 @@ from robust.stage import stage, stage_params
 @click.option("--base", "base_dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--cost-out", type=click.Path(path_type=Path), default=None,
+              help="wall-clock seconds per epoch (JSON); default: <out>.cost.json beside the output folder")
 @stage
-def main(name, study, params_file, defense_key, finetune_key, base_dir, data_dir, out_dir) -> None:
+def main(name, study, params_file, defense_key, finetune_key, base_dir, data_dir, out_dir, cost_out) -> None:
     params = stage_params(params_file)
     with process_group(device(params)):
-        history = finetune_run(params, defense_key, finetune_key, base_dir, data_dir, out_dir, name=name, study=study)
+        history = finetune_run(params, defense_key, finetune_key, base_dir, data_dir, out_dir, name=name, study=study,
+                               cost_out=cost_out)
         if is_main():
             # 0 epochs: the run evaluates its base as it was trained
             click.echo(f"run {name}: the base unchanged (0 epochs)" if history.empty else

@@ -19,11 +19,13 @@ from robust.stage import stage, stage_params
 @click.option("--base-key", required=True, help="dotted key of the base's pretrain config")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--cost-out", type=click.Path(path_type=Path), default=None,
+              help="wall-clock seconds per epoch (JSON); default: <out>.cost.json beside the output folder")
 @stage
-def main(name: str, params_file: str, base_key: str, data_dir: Path, out_dir: Path) -> None:
+def main(name: str, params_file: str, base_key: str, data_dir: Path, out_dir: Path, cost_out: Path | None) -> None:
     params = stage_params(params_file)
     with process_group(device(params)):
-        history = pretrain_base(params, base_key, data_dir, out_dir, name=name)
+        history = pretrain_base(params, base_key, data_dir, out_dir, name=name, cost_out=cost_out)
         if is_main():
             click.echo(f"base {name}: held-out accuracy {history.held_out_accuracy.iloc[-1]:.4f}")
 

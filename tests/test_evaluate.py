@@ -6,7 +6,9 @@ from torch import nn
 
 import robust.evaluate as evaluate_module
 from robust.errors import ConfigError
-from robust.evaluate import evaluate, fixed_subset, parse_suite
+from robust.evaluate import clean_batch, evaluate, fixed_subset, parse_suite
+from robust.jacobian_norms import jacobian_norms
+from robust.saliency import alignment
 
 
 def _linear_model():
@@ -75,3 +77,34 @@ def test_fixed_subset_is_seeded_sorted_and_complete_when_n_is_none():
     subset = fixed_subset(100, 10, seed=3)
     assert torch.equal(subset, subset.sort().values) and len(subset.unique()) == 10
     assert torch.equal(fixed_subset(7, None, seed=0), torch.arange(7))
+
+
+def _conv_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 5)).eval()
+
+
+def test_the_shared_clean_pass_equals_the_separate_computations():
+    model = _conv_model()
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    predicted, metrics = clean_batch(model, x)
+    with torch.no_grad():
+        assert torch.equal(predicted, model(x).argmax(1))
+    for kind, values in jacobian_norms(model, x).items():
+        torch.testing.assert_close(metrics[kind], values, rtol=0, atol=1e-6)
+    # the predicted class's Jacobian row is the gradient alignment() takes by its own backward pass
+    torch.testing.assert_close(metrics["alignment"], alignment(model, x), rtol=0, atol=1e-6)
+    assert list(metrics) == ["jacobian_fro", "jacobian_fro_softmax", "alignment"]
+
+
+def test_the_clean_pass_runs_the_model_forward_once_per_batch():
+    model = _conv_model()
+    x = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        rows = evaluate(model, x, torch.zeros(10, dtype=torch.long), [], batch_size=4, seed=0).rows
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # 3 batches: predictions, ‖J‖_F and alignment share each batch's forward pass
+    assert {row["metric"] for row in rows} == {"accuracy", "jacobian_fro", "jacobian_fro_softmax", "alignment"}

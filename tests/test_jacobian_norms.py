@@ -5,7 +5,8 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 from robust.evaluate import evaluate, parse_suite
-from robust.jacobian_norms import jacobian_norms
+from robust.jacobian import input_jacobian
+from robust.jacobian_norms import jacobian_norms, logits_and_jacobian
 
 
 def _model():
@@ -22,6 +23,16 @@ def test_norms_match_per_example_autograd_jacobians():
         softmax_jacobian = jacobian(lambda xi: model(xi.unsqueeze(0)).softmax(1).squeeze(0), x[i])
         torch.testing.assert_close(norms["jacobian_fro"][i], logits_jacobian.norm())
         torch.testing.assert_close(norms["jacobian_fro_softmax"][i], softmax_jacobian.norm())
+
+
+def test_the_jacobian_comes_with_the_logits_of_its_forward_pass():
+    model = _model()
+    x = torch.rand(5, 1, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    logits, jacobian = logits_and_jacobian(model, x)
+    with torch.no_grad():
+        assert torch.equal(logits, model(x))
+    torch.testing.assert_close(jacobian, input_jacobian(model, x).flatten(2))
+    assert not logits.requires_grad and not jacobian.requires_grad
 
 
 def test_linear_logits_have_the_weight_norm_and_a_smaller_softmax_norm():

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from robust.evaluate import AttackSpec, evaluate
-from robust.saliency import alignment, saliency
+from robust.jacobian import input_jacobian
+from robust.saliency import alignment, alignment_from_jacobian, saliency
 
 
 def _linear(weight: torch.Tensor) -> nn.Module:
@@ -52,6 +53,18 @@ def test_batched_equals_one_example_at_a_time():
     torch.testing.assert_close(batched, single)
     assert ((batched >= 0) & (batched <= 1 + 1e-12)).all()
     assert not any(p.grad is not None for p in model.parameters())  # no gradient left on the model
+
+
+def test_a_jacobian_row_gives_the_alignment_of_its_own_backward_pass():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4)).eval()
+    x = torch.rand(6, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    jacobian = input_jacobian(model, x)
+    predicted = model(x).argmax(1)
+    torch.testing.assert_close(alignment_from_jacobian(jacobian, x, predicted), alignment(model, x), rtol=0, atol=1e-6)
+    other = (predicted + 1) % 4
+    torch.testing.assert_close(alignment_from_jacobian(jacobian, x, other), alignment(model, x, other),
+                               rtol=0, atol=1e-6)
 
 
 def test_evaluate_reports_the_mean_alignment_as_a_clean_row():

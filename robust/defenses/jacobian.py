@@ -19,6 +19,14 @@ as in the official post-processing. Added: ``projections`` = n estimates ‖J‖
 projections (Hoffman et al. 2019, arXiv 1908.02729), cheaper for large K. The square root is
 taken of max(‖J‖², 1e-12) so an all-zero Jacobian gives a zero gradient, not NaN.
 
+``layer`` (Appendix C/D) chooses whose Jacobian is penalised: ``L`` (default) the logits, as in
+eq. 4; ``L-1`` the input of the last fully connected layer, z^(L−1) (M rows: 1024 on MNIST);
+``L-2`` the input of the one before it (3136 rows on MNIST). With M ≫ K rows the exact
+penalty costs M double-backward passes per batch, which is why the paper cut the batch to 50
+for L − 1 (a study setting) and why ``projections`` exists. The weights after the layer may be
+fixed to orthonormal columns: a property of the network (``fixed_orthonormal`` of its base,
+``robust.models.head``), not of the penalty.
+
 Memory: the double-backward graphs of all K rows (or n projections) are held until the
 backward pass, about K·B times a per-example activation's worth. ``chunk_size`` bounds how many
 rows are held at once (``robust.jacobian.jacobian_penalty``: same value and parameter
@@ -38,6 +46,7 @@ from torch import nn
 from robust.defenses.base import KEY, Defense, is_number, register_defense
 from robust.errors import ConfigError
 from robust.jacobian import SavedTensorBytes, jacobian_penalty, measured_chunk_size
+from robust.models.head import layer_input
 
 _TINY = 1e-12
 
@@ -60,13 +69,16 @@ def _first_example(sq: torch.Tensor) -> torch.Tensor:
 
 # reduction name → R(per-example ‖J‖²_F); the loss is mean CE + λ·R
 REDUCTIONS = {"eq4": _eq4, "mean": _mean, "first_example": _first_example}
+# layer name → how many linear layers before the logits its output is taken (0: the logits)
+LAYERS = {"L": 0, "L-1": 1, "L-2": 2}
 
 
 @register_defense("jacobian")
 class JacobianRegularization(Defense):
     """Params: ``lambda`` (→ argument ``lam``, ≥ 0, required), ``reduction`` (eq4 | mean |
-    first_example), ``projections`` (null = exact, or a positive int), ``chunk_size`` (null =
-    from the memory budget, or a positive int: rows held at once), ``adversarial`` (optional)."""
+    first_example), ``layer`` (L | L-1 | L-2), ``projections`` (null = exact, or a positive
+    int), ``chunk_size`` (null = from the memory budget, or a positive int: rows held at once),
+    ``adversarial`` (optional)."""
 
     example_params = {"lambda": 0.1}
 
@@ -75,6 +87,7 @@ class JacobianRegularization(Defense):
         *,
         lam: float,
         reduction: str = "eq4",
+        layer: str = "L",
         projections: int | None = None,
         chunk_size: int | None = None,
         adversarial: dict | None = None,
@@ -84,6 +97,8 @@ class JacobianRegularization(Defense):
             raise ConfigError(f"{KEY}.lambda", f"must be a number >= 0, got {lam!r}")
         if reduction not in REDUCTIONS:
             raise ConfigError(f"{KEY}.reduction", f"got {reduction!r}", REDUCTIONS)
+        if layer not in LAYERS:
+            raise ConfigError(f"{KEY}.layer", f"got {layer!r}", LAYERS)
         if projections is not None and not _positive_int(projections):
             raise ConfigError(f"{KEY}.projections", f"must be null (exact) or a positive integer, got {projections!r}")
         if chunk_size is not None and not _positive_int(chunk_size):
@@ -91,6 +106,7 @@ class JacobianRegularization(Defense):
             raise ConfigError(f"{KEY}.chunk_size", problem)
         self.lam = float(lam)
         self.reduction = reduction
+        self.layer = layer
         self.projections = projections
         self.chunk_size = chunk_size
         # batch shape → chunk size chosen from the budget (chunk_size null)
@@ -104,16 +120,24 @@ class JacobianRegularization(Defense):
         saved = None
         if self.chunk_size is None and x.shape not in self._chosen_chunks:
             saved = SavedTensorBytes(exclude=[*params, x])
-        with saved or contextlib.nullcontext():
+        with saved or contextlib.nullcontext(), self._regularized_output(model) as hidden:
             logits = model(x)
+        outputs = hidden[0] if hidden else logits
         ce = F.cross_entropy(logits, y)
         penalty, sq = jacobian_penalty(
-            logits, x, REDUCTIONS[self.reduction], params, chunk_size=self._chunk_size(logits, x, saved),
+            outputs, x, REDUCTIONS[self.reduction], params, chunk_size=self._chunk_size(outputs, x, saved),
             projections=self.projections, generator=self.generator,
         )
         loss = ce + self.lam * penalty
         norm = sq.clamp_min(0).sqrt().mean()
         return loss, {"ce": ce.item(), "jacobian_norm": norm.item(), "loss": loss.item()}
+
+    def _regularized_output(self, model: nn.Module) -> contextlib.AbstractContextManager[list[torch.Tensor]]:
+        """Inside it, a forward pass records the hidden layer's output (nothing for ``L``)."""
+        depth = LAYERS[self.layer]
+        if depth == 0:
+            return contextlib.nullcontext([])
+        return layer_input(model, depth, f"{KEY}.layer")
 
     def _chunk_size(self, logits: torch.Tensor, x: torch.Tensor, saved: SavedTensorBytes | None) -> int:
         if self.chunk_size is not None:
