@@ -14,7 +14,10 @@ defense: ``pgd-at7`` (Madry et al.'s 7-step PGD adversarial training, every exam
 adversarial; ε = 0.3 with steps of 0.1 ≈ 2.5ε/7, the MNIST budget), ``jarn-d10`` (JARN with
 its discriminator updated every 10 steps, §4.1's MNIST interval) and ``jarn-at1`` (``jarn-d10``
 with half of each batch replaced by FGSM examples at ε = 0.3; the paper gives neither the
-fraction nor ε for MNIST, chosen). The model is a small CNN (``--arch small``) or any
+fraction nor ε for MNIST, chosen). For Jakubovitz & Giryes, ``jacobian`` (exact: one
+double-backward pass per class) is set against ``jacobian-proj1`` (one random projection,
+Hoffman et al. 2019) and the Appendix D penalty on layer L − 1, exact (``jacobian-l1``: one pass
+per unit of that layer) and estimated (``jacobian-l1-proj10``). The model is a small CNN (``--arch small``) or any
 registered architecture (``--arch jarn-mnist``: JARN's MNIST CNN) on 1×28×28 inputs with 10
 classes; data are noisy class prototypes. Each defense runs ``repeats`` one-epoch trainings of
 ``steps`` batches after one warm-up epoch; the best time is kept, so a burst of load from
@@ -29,6 +32,10 @@ the claim is checked here, all rows measured in one run on the same machine:
     python -m benchmarks.bench_training --arch jarn-mnist --defenses none,jarn-d10,jarn-at1,pgd-at7
 
 The claim holds if the ``time ÷ pgd-at7`` column is ≤ 0.5 for ``jarn-d10`` and ``jarn-at1``.
+The cost of each gradient regularizer of Jakubovitz & Giryes against a plain step:
+
+    python -m benchmarks.bench_training --arch jakubovitz-mnist --width 0.25 \
+        --defenses input_gradient,cross_lipschitz,jacobian,jacobian-proj1,jacobian-l1-proj10,jacobian-l1
 JARN runs from its first step here, as a JARN epoch of the paper does (the paper trains with
 JARN only over the last 25% of epochs, which makes a whole training cheaper still). The ratio
 depends on the architecture: JARN's extra cost is one double backward pass through the
@@ -76,6 +83,11 @@ VARIANTS = {
     "jarn-d10": {"name": "jarn", "disc_every": 10},
     "jarn-at1": {"name": "jarn", "disc_every": 10,
                  "adversarial": {"fraction": 0.5, "attack": {"name": "fgsm", "eps": 0.3}}},
+    # Jakubovitz & Giryes: the exact penalty (``jacobian``, one double-backward pass per logit)
+    # against the random-projection estimate, and the hidden-layer penalties of Appendix D
+    "jacobian-proj1": {"name": "jacobian", "projections": 1},
+    "jacobian-l1-proj10": {"name": "jacobian", "layer": "L-1", "projections": 10},
+    "jacobian-l1": {"name": "jacobian", "layer": "L-1"},
 }
 IN_SHAPE = (1, 28, 28)
 

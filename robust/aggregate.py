@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
 from robust.io import save_json, save_parquet, save_text
-from robust.plots import sweep_curves
+from robust.plots import sweep_curves, sweep_tables, training_curves
 from robust.results import RESULT_COLUMNS, SORT_KEYS, metric_key
 from robust.sanity import violations
 from robust.tables import TABLES, render_index, render_table
@@ -46,8 +46,22 @@ def run_table(results: pd.DataFrame, run: str) -> str:
     return tabulate(rows, headers=[f"{run}", "value", "n"], tablefmt="simple")
 
 
+def save_curves(curves: Mapping[str, pd.DataFrame], directory: Path) -> None:
+    for name, curve in curves.items():
+        save_text(curve.to_csv(index=False), directory / name)
+
+
 def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_out: Path,
-              tables_dir: Path, plots_dir: Path | None = None) -> pd.DataFrame:
+              tables_dir: Path, plots_dir: Path | None = None, sweeps_dir: Path | None = None,
+              training_dir: Path | None = None, bases_dir: Path | None = None, runs_dir: Path | None = None,
+              index: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+    """Every output from the same results; each kind of plot data only where its directory is given.
+
+    Training curves also read the histories under ``bases_dir`` and ``runs_dir``, and ``index``
+    (as ``robust.index.load_index`` gives it) names each run's base.
+    """
+    if training_dir is not None and None in (bases_dir, runs_dir, index):
+        raise ValueError("training curves need bases_dir, runs_dir and the index")
     results = load_results(result_paths)
     save_parquet(results, results_out)
     save_json(summarize(results), summary_out)
@@ -57,6 +71,9 @@ def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_
         save_text(page, tables_dir / f"transfer-{study}.md")
     save_text(render_index(results), tables_dir / "README.md")
     if plots_dir is not None:
-        for name, curve in sweep_curves(results).items():
-            save_text(curve.to_csv(index=False), plots_dir / name)
+        save_curves(sweep_curves(results), plots_dir)
+    if sweeps_dir is not None:
+        save_curves(sweep_tables(results), sweeps_dir)
+    if training_dir is not None:
+        save_curves(training_curves(results, index, bases_dir, runs_dir), training_dir)
     return results

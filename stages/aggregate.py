@@ -1,11 +1,12 @@
 """DVC stage `aggregate`: all runs' rows (white-box and transfer) → results parquet, summary.json, paper
-tables and the ε-sweep data of `dvc plots`."""
+tables and the plot data of `dvc plots` (ε sweeps, tables swept over a setting, training curves)."""
 
 from pathlib import Path
 
 import click
 
 from robust.aggregate import aggregate, run_table
+from robust.index import load_index
 from robust.stage import stage
 
 
@@ -15,12 +16,26 @@ from robust.stage import stage
 @click.option("--summary", "summary_out", required=True, type=click.Path(path_type=Path))
 @click.option("--tables", "tables_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--plots", "plots_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--sweeps", "sweeps_dir", type=click.Path(path_type=Path), default=None,
+              help="where the tables swept over a setting (e.g. λ) write their curves")
+@click.option("--training", "training_dir", type=click.Path(path_type=Path), default=None,
+              help="where the training curves (pretraining + fine-tune, one file per study) go; needs --bases, --runs")
+@click.option("--bases", "bases_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="the pretrain stage's outputs, data/bases")
+@click.option("--runs", "runs_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="the fine-tune stage's outputs, data/runs")
 @stage
-def main(results_dirs, results_out, summary_out, tables_dir, plots_dir) -> None:
+def main(results_dirs, results_out, summary_out, tables_dir, plots_dir, sweeps_dir, training_dir, bases_dir,
+         runs_dir) -> None:
     """Collect the parquet files of every RESULTS_DIR (white-box results, transfer results)."""
+    if training_dir is not None and None in (bases_dir, runs_dir):
+        raise click.UsageError("--training needs --bases and --runs")
+    # the run → base map comes from the same index dvc.yaml iterates over (params.yaml, studies)
+    index = load_index(Path("."))[0] if training_dir is not None else None
     paths = sorted(path for directory in results_dirs for path in directory.glob("*.parquet"))
     frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir,
-                      plots_dir=plots_dir)
+                      plots_dir=plots_dir, sweeps_dir=sweeps_dir, training_dir=training_dir, bases_dir=bases_dir,
+                      runs_dir=runs_dir, index=index)
     click.echo(run_table(frame, "main"))
 
 

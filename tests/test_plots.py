@@ -1,13 +1,16 @@
-"""Plot data for `dvc plots`: one accuracy-vs-ε file per study and attack setting, a line per run."""
+"""Plot data for `dvc plots`: one accuracy-vs-ε file per study and attack setting, a line per run; tables
+swept over a setting (training curves: tests/test_aggregate_training.py)."""
 
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
-from robust.plots import sweep_curves
+from robust.plots import sweep_curves, sweep_tables, table_sweep
+from robust.tables import Column, Row, Sweep, Table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,9 +45,44 @@ def test_labelled_entries_and_step_counts_name_their_files():
 
 def test_dvc_yaml_declares_the_plots_with_a_template_that_draws_a_line_per_run():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    (plot,) = dvc["plots"]
-    (path, settings), = plot.items()
-    assert path in dvc["stages"]["aggregate"]["cmd"] and settings["x"] == "eps" and settings["y"] == "accuracy"
-    template = json.loads((REPO / ".dvc" / "plots" / f"{settings['template']}.json").read_text())
-    assert template["encoding"]["color"]["field"] == "run"
-    assert "<DVC_METRIC_DATA>" in json.dumps(template)
+    plots = dict(entry for plot in dvc["plots"] for entry in plot.items())
+    settings = plots["metrics/plots"]
+    assert settings["x"] == "eps" and settings["y"] == "accuracy"
+    assert json.loads((REPO / ".dvc/plots/runs.json").read_text())["encoding"]["color"]["field"] == "run"
+    for path, settings in plots.items():  # every plot: data the aggregate stage writes, a template that exists
+        assert path in dvc["stages"]["aggregate"]["cmd"]
+        template = json.loads((REPO / ".dvc" / "plots" / f"{settings['template']}.json").read_text())
+        assert "<DVC_METRIC_DATA>" in json.dumps(template)
+
+
+SWEPT = Table(id="t", title="λ sweep", source="x.txt, Table 9", sweep=Sweep("lambda", (0.0, 0.1, 1.0)),
+              columns=(Column("Acc %", attack="clean", metric="accuracy", scale=100.0),
+                       Column("ρ", attack="deepfool", metric="rho_adv", digits=3)),
+              rows=(Row("λ = 0", "r0", (99.0, 0.2)), Row("λ = 0.1", "r1", (98.0, None)), Row("λ = 1", "r2", (95.0, 0.3))))
+
+
+def test_a_table_swept_over_a_setting_gives_our_curve_beside_the_papers():
+    results = pd.DataFrame([
+        {**_row("r0", "clean", math.nan, 0.981234567), "steps": -1},
+        {**_row("r0", "deepfool", math.nan, 0.15, metric="rho_adv"), "norm": "l2"},
+        {**_row("r2", "clean", math.nan, 0.95), "steps": -1},  # r1 not run: only the paper's point
+    ])
+    frame = table_sweep(SWEPT, results)
+    assert list(frame.columns) == ["lambda", "curve", "accuracy", "rho_adv"]
+    # a cell without a number stays empty in the CSV (NaN), so the line skips it
+    assert frame.fillna(-1).to_dict("records") == [
+        {"lambda": 0.0, "curve": "reproduced", "accuracy": 98.1235, "rho_adv": 0.15},
+        {"lambda": 0.0, "curve": "paper", "accuracy": 99.0, "rho_adv": 0.2},
+        {"lambda": 0.1, "curve": "paper", "accuracy": 98.0, "rho_adv": -1},
+        {"lambda": 1.0, "curve": "reproduced", "accuracy": 95.0, "rho_adv": -1},
+        {"lambda": 1.0, "curve": "paper", "accuracy": 95.0, "rho_adv": 0.3},
+    ]
+
+
+def test_every_registered_sweep_table_has_a_value_per_row_and_a_field_per_column():
+    files = sweep_tables(pd.DataFrame(columns=["run", "attack", "source", "metric", "value", "label", "norm",
+                                               "eps", "steps"]))
+    assert {"jakubovitz2018-table11.csv", "jakubovitz2018-table12.csv", "jakubovitz2018-table13.csv"} <= set(files)
+    assert (files["jakubovitz2018-table13.csv"].curve == "paper").sum() == 10  # nothing run: the paper's curve
+    with pytest.raises(ValueError, match="2 sweep values for 3 rows"):
+        Table(id="bad", title="", source="", columns=SWEPT.columns, rows=SWEPT.rows, sweep=Sweep("lambda", (0, 1)))

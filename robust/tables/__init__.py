@@ -66,6 +66,15 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """A table whose rows are the values of one setting (e.g. Jakubovitz Table 13: λ from 0 to 1):
+    drawn as a curve of each column against it, ours beside the paper's (``robust.plots``)."""
+
+    setting: str  # the x field of the plot data, e.g. "lambda"
+    values: tuple[float, ...]  # one per row, in row order
+
+
+@dataclass(frozen=True)
 class Table:
     id: str
     title: str
@@ -73,6 +82,11 @@ class Table:
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    sweep: Sweep | None = None
+
+    def __post_init__(self):
+        if self.sweep is not None and len(self.sweep.values) != len(self.rows):
+            raise ValueError(f"table {self.id}: {len(self.sweep.values)} sweep values for {len(self.rows)} rows")
 
     def runs(self) -> list[str]:
         return [run for row in self.rows for run in row.run_ids]

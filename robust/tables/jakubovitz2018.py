@@ -3,7 +3,7 @@ Regularization" (arXiv 1803.08680). Paper values transcribed from
 shared/papers/jacobian_reg_jakubovitz2018.txt.
 """
 
-from robust.tables import Column, Row, Table, register_table
+from robust.tables import Column, Row, Sweep, Table, register_table
 
 SOURCE = "jacobian_reg_jakubovitz2018.txt, Table 3 (MNIST, DeepFool)"
 SOURCE_TABLE2 = "jacobian_reg_jakubovitz2018.txt, Table 2 (MNIST, DeepFool)"
@@ -120,6 +120,7 @@ TABLE13 = register_table(Table(
         "λ weighs the penalty mean‖J(x_i)‖_F of the logits against the mean cross-entropy (`reduction: mean`, "
         "README: Jacobian penalty).",
     ),
+    sweep=Sweep("lambda", (0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)),
 ))
 
 SOURCE_APPENDIX_F = "jacobian_reg_jakubovitz2018.txt, Tables 11–12 (Appendix F, MNIST)"
@@ -146,6 +147,7 @@ TABLE11 = register_table(Table(
         )),
     ),
     notes=PERCENTAGE_NOTES,
+    sweep=Sweep("perturbed_percent", (0, 10, 20, 30, 40, 50)),
 ))
 
 TABLE12 = register_table(Table(
@@ -165,6 +167,7 @@ TABLE12 = register_table(Table(
           )),
     ),
     notes=PERCENTAGE_NOTES,
+    sweep=Sweep("perturbed_percent", (0, 10, 20, 30, 40, 50)),
 ))
 
 # Appendix D: the penalty on a hidden layer's Jacobian. Each table has Table 3's columns and the same
