@@ -239,13 +239,21 @@ def test_queued_experiments_run_in_parallel_and_show_their_metrics(project):
         assert main["accuracy"] > 0
 
 
-def test_dvc_plots_show_the_accuracy_vs_eps_curves(project):
+def test_dvc_plots_show_eps_curves_training_curves_and_the_lambda_sweep(project):
     root, env, _ = project
     shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=root, env=env,
                                       capture_output=True, text=True, check=True).stdout)
     curve = shown["data"]["metrics/plots/jakubovitz2018-fgsm_linf.csv"][0]["content"]["data"]["values"]
     assert {point["run"] for point in curve} == {"jakubovitz2018-table3-none", "jakubovitz2018-table3-jacobian"}
     assert len({float(point["eps"]) for point in curve}) > 1
+    # training: the main base's epochs, then each run's fine-tune epochs after them
+    training = shown["data"]["metrics/training/jakubovitz2018.csv"][0]["content"]["data"]["values"]
+    phases = {(point["run"], point["phase"]) for point in training}
+    assert {("jakubovitz2018-table3-none", "pretrain"), ("jakubovitz2018-table3-none", "finetune")} <= phases
+    # Table 13's λ sweep: our two runs' points beside the paper's curve
+    sweep = shown["data"]["jakubovitz2018-table13-rho_adv"][0]["content"]["data"]["values"]
+    ours = sorted(float(point["lambda"]) for point in sweep if point["curve"] == "reproduced")
+    assert ours == [0.0, 0.1] and sum(point["curve"] == "paper" for point in sweep) == 10
 
 
 def test_report_prints_summary_and_tables(project):

@@ -49,10 +49,16 @@ def test_dvc_yaml_declares_the_plots_with_a_template_that_draws_a_line_per_run()
     settings = plots["metrics/plots"]
     assert settings["x"] == "eps" and settings["y"] == "accuracy"
     assert json.loads((REPO / ".dvc/plots/runs.json").read_text())["encoding"]["color"]["field"] == "run"
-    for path, settings in plots.items():  # every plot: data the aggregate stage writes, a template that exists
-        assert path in dvc["stages"]["aggregate"]["cmd"]
+    for name, settings in plots.items():  # every plot: data the aggregate stage writes, a template that exists
+        # a plot is named by its data folder, or by an id with its data file(s) under y
+        paths = [name] if isinstance(settings["y"], str) else list(settings["y"])
+        assert all(str(Path(path).parent if path.endswith(".csv") else path) in dvc["stages"]["aggregate"]["cmd"]
+                   for path in paths), name
         template = json.loads((REPO / ".dvc" / "plots" / f"{settings['template']}.json").read_text())
         assert "<DVC_METRIC_DATA>" in json.dumps(template)
+    swept = {Path(path).stem for settings in plots.values() if isinstance(settings["y"], dict) for path in settings["y"]}
+    assert swept == {name.removesuffix(".csv") for name in sweep_tables(pd.DataFrame(columns=[
+        "run", "attack", "source", "metric", "value", "label", "norm", "eps", "steps"]))}
 
 
 SWEPT = Table(id="t", title="λ sweep", source="x.txt, Table 9", sweep=Sweep("lambda", (0.0, 0.1, 1.0)),
