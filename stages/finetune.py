@@ -23,7 +23,7 @@ from robust.stage import stage, stage_params
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--cost-out", type=click.Path(path_type=Path), default=None,
-              help="wall-clock seconds per epoch (JSON); default: <out>.cost.json beside the output folder")
+              help="wall-clock seconds per epoch (JSON), outside the output folder; default: <out>.cost.json")
 @stage
 def main(name, study, params_file, defense_key, finetune_key, base_dir, data_dir, out_dir, cost_out) -> None:
     params = stage_params(params_file)

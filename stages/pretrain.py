@@ -20,7 +20,7 @@ from robust.stage import stage, stage_params
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--cost-out", type=click.Path(path_type=Path), default=None,
-              help="wall-clock seconds per epoch (JSON); default: <out>.cost.json beside the output folder")
+              help="wall-clock seconds per epoch (JSON), outside the output folder; default: <out>.cost.json")
 @stage
 def main(name: str, params_file: str, base_key: str, data_dir: Path, out_dir: Path, cost_out: Path | None) -> None:
     params = stage_params(params_file)
