@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -93,8 +94,8 @@ def run_training(run: str, pretrain: pd.DataFrame, finetune: pd.DataFrame) -> pd
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRAINING_COLUMNS)
 
 
-def _histories(run: str, index: Mapping[str, Mapping], bases_dir: Path,
-               runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def _histories(run: str, index: Mapping[str, Mapping], bases_dir: Path, runs_dir: Path,
+               read: Callable[[Path], pd.DataFrame] = pd.read_parquet) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Both histories of ``run``, or None where one is not there (a run not trained in this workspace)."""
     base = index["runs"].get(run, {}).get("base")
     if base is None:
@@ -105,16 +106,18 @@ def _histories(run: str, index: Mapping[str, Mapping], bases_dir: Path,
     if missing:
         log.info("run %s: no training curve, missing %s", run, ", ".join(missing))
         return None
-    return pd.read_parquet(paths[0]), pd.read_parquet(paths[1])
+    return read(paths[0]), read(paths[1])
 
 
 def training_curves(results: pd.DataFrame, index: Mapping[str, Mapping], bases_dir: Path,
                     runs_dir: Path) -> dict[str, pd.DataFrame]:
     """``{"<study>.csv": run_training rows of every run of the study}``; ``index`` as ``load_index`` gives it."""
     curves = {}
+    # many runs fine-tune one base (45 share the main base): read each history once
+    read = cache(pd.read_parquet)
     for study, rows in results[["run", "study"]].drop_duplicates().groupby("study", sort=True):
         frames = [run_training(run, *histories) for run in sorted(rows.run)
-                  if (histories := _histories(run, index, bases_dir, runs_dir)) is not None]
+                  if (histories := _histories(run, index, bases_dir, runs_dir, read)) is not None]
         frames = [frame for frame in frames if not frame.empty]
         if frames:
             curve = pd.concat(frames, ignore_index=True)
