@@ -114,6 +114,23 @@ def test_stage_script_prints_one_line_and_exits_2(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_a_stage_runs_on_the_threads_params_yaml_pins_and_restores_the_callers(tmp_path, monkeypatch):
+    from robust.stage import stage, stage_threads
+
+    monkeypatch.chdir(tmp_path)
+    assert stage_threads() is None  # no params.yaml: torch's default
+    (tmp_path / "params.yaml").write_text("threads: 3\n")
+    seen = []
+    stage(lambda: seen.append(torch.get_num_threads()))()
+    assert seen == [3] and torch.get_num_threads() == 1  # conftest's count, restored
+    (tmp_path / "params.yaml").write_text("threads: 0\n")
+    with pytest.raises(SystemExit) as stopped:
+        stage(lambda: None)()
+    assert stopped.value.code == 2 and torch.get_num_threads() == 1
+    with pytest.raises(ConfigError, match="threads"):
+        stage_threads()
+
+
 def test_regular_training_trains_the_base_with_its_defense_and_zero_epochs_keep_it(workspace, tmp_path):
     """Jakubovitz Table 2: a base trained with a regularizer from scratch, then evaluated as trained."""
     params = copy.deepcopy(PARAMS)
