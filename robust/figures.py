@@ -31,7 +31,8 @@ text chunk, so identical inputs give byte-identical PNGs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,7 @@ def adversarial_grid(clean: Panel, panels: Sequence[Panel], path: str | Path, *,
         raise ValueError(f"images must have 1 or 3 channels, got {channels}")
     path = Path(path)
     row_height = CELL[1] + CAPTION
-    with matplotlib.style.context("default"):
-        figure = Figure(figsize=(columns * CELL[0], len(rows) * row_height + TITLE), dpi=DPI)
-        FigureCanvasAgg(figure)
+    with default_style_figure((columns * CELL[0], len(rows) * row_height + TITLE)) as figure:
         # a subfigure of its own for the title, so that it never overlaps the first row
         header, *bands = figure.subfigures(len(rows) + 1, 1, height_ratios=[TITLE] + [row_height] * len(rows))
         header.suptitle(title, fontsize=12, y=0.5, va="center")
@@ -105,17 +104,37 @@ def adversarial_grid(clean: Panel, panels: Sequence[Panel], path: str | Path, *,
             axes = band.subplots(1, columns, squeeze=False)[0]
             band.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=(CELL[1] - 0.2) / row_height, wspace=0.15)
             for ax, image, predicted, confidence in zip(axes, row.images, row.predicted, row.confidence):
-                _show(ax, image)
+                show_image(ax, image)
                 name = classes[int(predicted)] if classes is not None else str(int(predicted))
                 ax.set_title(f"{name} ({100 * float(confidence):.0f}%)", fontsize=8, pad=2)
-        with atomic_path(path) as tmp:
-            # the Software chunk names the matplotlib version; leaving it out keeps the bytes a
-            # function of the inputs only (PNG has no date chunk unless one is asked for)
-            figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+        save_png(figure, path)
     return path
 
 
-def _show(ax, image: torch.Tensor) -> None:
+@contextmanager
+def default_style_figure(figsize: tuple[float, float], *, dpi: int = DPI) -> Iterator[Figure]:
+    """A pyplot-free figure (no global backend or registry) drawn under matplotlib's default style.
+
+    Draw and save (``save_png``) inside the ``with`` block: the style applies to what is drawn
+    and to the saving, and a user's matplotlibrc changes neither.
+    """
+    with matplotlib.style.context("default"):
+        figure = Figure(figsize=figsize, dpi=dpi)
+        FigureCanvasAgg(figure)
+        yield figure
+
+
+def save_png(figure: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
+    """Write ``figure`` to the PNG ``path`` atomically; identical figures give identical bytes."""
+    with atomic_path(path) as tmp:
+        # the Software chunk names the matplotlib version; leaving it out keeps the bytes a
+        # function of the inputs only (PNG has no date chunk unless one is asked for)
+        figure.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    return Path(path)
+
+
+def show_image(ax, image: torch.Tensor) -> None:
+    """One C×H×W image in [0, 1] on ``ax``: grey for one channel, RGB for three, no ticks."""
     pixels = image.detach().float().clamp(0, 1).permute(1, 2, 0).numpy()
     if pixels.shape[2] == 1:
         ax.imshow(pixels[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")

@@ -30,7 +30,7 @@ def load_index(root: Path = Path(".")) -> tuple[dict[str, dict], dict[str, dict]
     for name in dvc.get("vars", []):
         if isinstance(name, str):
             files[name] = load_params(root / name)
-    index: dict[str, dict] = {section: {} for section in (*INDEX_FIELDS, "figures")}
+    index: dict[str, dict] = {section: {} for section in (*INDEX_FIELDS, "figures", "study_figures")}
     for name, params in files.items():
         for section in index:
             for item, fields in require_mapping(params.get(section, {}), f"{name}:{section}").items():
@@ -63,3 +63,12 @@ def check_index(index: Mapping[str, dict], files: Mapping[str, dict]) -> None:
         if fields.get("study") != index["runs"][run]["study"] or fields.get("dataset") != index["runs"][run]["dataset"]:
             raise ConfigError(f"figures.{run}", f"study and dataset must be the run's: "
                               f"{index['runs'][run]['study']!r}, {index['runs'][run]['dataset']!r}")
+    # a study figure compares several runs: each must exist and share the figure's dataset
+    for figure, fields in index["study_figures"].items():
+        runs = require_mapping(fields.get("runs", {}), f"study_figures.{figure}.runs")
+        for run in runs:
+            if run not in index["runs"]:
+                raise ConfigError(f"study_figures.{figure}.runs", f"no runs entry {run!r}", sorted(index["runs"]))
+            if index["runs"][run]["dataset"] != fields.get("dataset"):
+                raise ConfigError(f"study_figures.{figure}.dataset", f"must be the dataset of run {run!r}: "
+                                  f"{index['runs'][run]['dataset']!r}")

@@ -70,3 +70,15 @@ def test_a_figure_must_name_a_run_of_its_study(project):
           lambda p: p["figures"]["matyasko2018-fc-critic-s0"].update(study="main"))
     with pytest.raises(ConfigError, match=r"figures\.matyasko2018-fc-critic-s0': study and dataset"):
         check_index(*load_index(project))
+
+
+def test_a_study_figure_must_name_runs_of_its_dataset(project):
+    check_index(*load_index(project))  # the repository's own study figures resolve
+    _edit(project / "studies/chan2020.yaml",
+          lambda p: p["study_figures"]["chan2020-fig4"]["runs"].update({"chan2020-nope": "Nope"}))
+    with pytest.raises(ConfigError, match=r"study_figures\.chan2020-fig4\.runs': no runs entry 'chan2020-nope'"):
+        check_index(*load_index(project))
+    _edit(project / "studies/chan2020.yaml", lambda p: p["study_figures"]["chan2020-fig4"]["runs"].pop("chan2020-nope"))
+    _edit(project / "studies/chan2020.yaml", lambda p: p["study_figures"]["chan2020-fig4"].update(dataset="other"))
+    with pytest.raises(ConfigError, match=r"study_figures\.chan2020-fig4\.dataset'"):
+        check_index(*load_index(project))

@@ -1,0 +1,194 @@
+"""Drawing of the study figures (``robust.study_figures``): tensors in, a deterministic PNG out.
+
+Every figure is built without pyplot under matplotlib's default style and saved without the
+``Software`` chunk (``robust.figures.default_style_figure`` and ``save_png``), so the same
+inputs give the same bytes. A header band holds the title (with the profile and any note);
+one band per row below it.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+
+from robust.figures import default_style_figure, save_png, show_image
+from robust.input_gradients import off_diagonal
+from robust.loss_surface import LossSurface
+
+TITLE_SIZE = 10
+LINE = 0.22           # inches per line of the title band
+IMAGE_CELL = (1.1, 1.35)
+SURFACE_CELL = (2.8, 2.7)
+MATRIX_CELL = 2.6
+JACOBIAN_COLOURS = "RdBu_r"  # red: raises p_y, blue: lowers it; white: no effect
+MATRIX_COLOURS = "viridis"
+
+
+def _wrapped(title: str, width: float) -> str:
+    """Each line of ``title`` wrapped to the figure's ``width`` (inches) at the header's font size."""
+    chars = max(int(width * 72 / (0.55 * TITLE_SIZE)), 20)  # a character averages ~0.55 em
+    return "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
+
+
+def _header_height(title: str) -> float:
+    return 0.25 + LINE * (title.count("\n") + 1)
+
+
+def _header(band, title: str) -> None:
+    band.suptitle(title, fontsize=TITLE_SIZE, y=0.5, va="center")
+
+
+def _signed(ax, grad: torch.Tensor) -> None:
+    """A gradient in [−1, 1]: one channel on the diverging scale, three as RGB around grey 0.5."""
+    values = grad.detach().float().clamp(-1, 1).permute(1, 2, 0).numpy()
+    if values.shape[2] == 1:
+        ax.imshow(values[:, :, 0], cmap=JACOBIAN_COLOURS, vmin=-1.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow((values + 1) / 2, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _check_examples(images: torch.Tensor, labels: torch.Tensor, per_model: Mapping[str, object]) -> None:
+    if images.dim() != 4 or len(images) == 0 or len(labels) != len(images):
+        raise ValueError(f"need N×C×H×W images with N labels, got {tuple(images.shape)} and {len(labels)}")
+    if not per_model:
+        raise ValueError("no model to draw")
+
+
+def loss_surface_grid(images: torch.Tensor, labels: torch.Tensor, surfaces: Mapping[str, LossSurface],
+                      path: str | Path, *, title: str, eps: float) -> Path:
+    """JARN Fig. 3: the test images on top, then one row of 3-D CE surfaces per model."""
+    _check_examples(images, labels, surfaces)
+    columns = len(images)
+    width = max(columns * SURFACE_CELL[0], 6.0)
+    title = _wrapped(title, width)
+    heights = [_header_height(title), IMAGE_CELL[1]] + [SURFACE_CELL[1]] * len(surfaces)
+    with default_style_figure((width, sum(heights))) as figure:
+        bands = figure.subfigures(len(heights), 1, height_ratios=heights)
+        _header(bands[0], title)
+        top = bands[1].subplots(1, columns, squeeze=False)[0]
+        bands[1].subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.82)
+        for ax, image, label in zip(top, images, labels):
+            show_image(ax, image)
+            ax.set_title(f"test image, class {int(label)}", fontsize=8, pad=2)
+        for band, (name, surface) in zip(bands[2:], surfaces.items()):
+            if surface.loss.shape[0] != columns:
+                raise ValueError(f"{name}: {surface.loss.shape[0]} surfaces for {columns} images")
+            band.suptitle(f"{name}: cross-entropy at x + α·sign(∇ₓCE) + β·(random ⊥)", fontsize=9, y=0.99)
+            alpha, beta = np.meshgrid(surface.alphas.numpy(), surface.betas.numpy(), indexing="ij")
+            for k in range(columns):
+                ax = band.add_subplot(1, columns, k + 1, projection="3d")
+                ax.plot_surface(alpha, beta, surface.loss[k].numpy(), cmap="viridis", rstride=1, cstride=1,
+                                linewidth=0, antialiased=False)
+                ticks = [-eps, 0.0, eps]
+                ax.set_xticks(ticks)
+                ax.set_yticks(ticks)
+                ax.tick_params(labelsize=6, pad=0)
+                ax.set_xlabel("α (adversarial)", fontsize=7, labelpad=-4)
+                ax.set_ylabel("β (random)", fontsize=7, labelpad=-4)
+                ax.set_zlabel("loss", fontsize=7, labelpad=-2)
+                ax.set_box_aspect(None, zoom=0.85)  # room for the z label inside the panel
+            band.subplots_adjust(left=0.0, right=0.97, bottom=0.0, top=0.93, wspace=0.02)
+        return save_png(figure, path)
+
+
+def jacobian_grid(images: torch.Tensor, labels: torch.Tensor, gradients: Mapping[str, torch.Tensor],
+                  path: str | Path, *, title: str) -> Path:
+    """JARN Fig. 4: the test images, then one row per model of its display-normalised input gradients."""
+    _check_examples(images, labels, gradients)
+    columns = len(images)
+    width = max(columns * IMAGE_CELL[0], 6.0)
+    title = _wrapped(title + "\nred: raises the true class's probability, blue: lowers it; each image scaled by its "
+                     "largest |value|", width)
+    row = IMAGE_CELL[1] + 0.3
+    heights = [_header_height(title)] + [row] * (1 + len(gradients))
+    with default_style_figure((width, sum(heights))) as figure:
+        bands = figure.subfigures(len(heights), 1, height_ratios=heights)
+        _header(bands[0], title)
+        rows = [("test images", images, show_image)] + [(name, grad, _signed) for name, grad in gradients.items()]
+        for band, (name, tensors, show) in zip(bands[1:], rows):
+            if tensors.shape != images.shape:
+                raise ValueError(f"{name}: gradients of shape {tuple(tensors.shape)}, images {tuple(images.shape)}")
+            band.suptitle(name if show is show_image else f"{name}: ∇ₓ log p_y", fontsize=9)
+            axes = band.subplots(1, columns, squeeze=False)[0]
+            band.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=(row - 0.45) / row, wspace=0.1)
+            for ax, tensor, label in zip(axes, tensors, labels):
+                show(ax, tensor)
+                ax.set_title(f"class {int(label)}", fontsize=7, pad=2)
+        return save_png(figure, path)
+
+
+def matrix_colour_range(matrices: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+    """(min, max) of the finite off-diagonal entries of all ``matrices``: the one colour scale they share."""
+    values = np.concatenate([off_diagonal(m).flatten().numpy() for m in matrices.values()])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    return (low, high) if high > low else (low - 0.5, high + 0.5)
+
+
+def sensitivity_and_gradients(sensitivity: Mapping[str, pd.DataFrame], matrices: Mapping[str, torch.Tensor],
+                              path: str | Path, *, title: str, classes: Sequence[str]) -> Path:
+    """AFD Fig. 4: sensitivity vs ε (median ± std, a line per model) beside the class-gradient matrices.
+
+    ``sensitivity`` holds per model a frame indexed by ε with columns ``sensitivity`` (median)
+    and ``sensitivity_std``; ``matrices`` the K × K log₁₀ gradient matrices (rows: true class).
+    """
+    if not sensitivity or not matrices:
+        raise ValueError("no model to draw")
+    k = len(classes)
+    for name, matrix in matrices.items():
+        if matrix.shape != (k, k):
+            raise ValueError(f"{name}: matrix of shape {tuple(matrix.shape)}, expected {k}×{k} for the classes")
+    grid_columns = 2 if len(matrices) > 1 else 1
+    grid_rows = -(-len(matrices) // grid_columns)
+    right_width = grid_columns * MATRIX_CELL + 1.0
+    body = grid_rows * MATRIX_CELL + 0.4
+    title = _wrapped(title, 4.6 + right_width)
+    with default_style_figure((4.6 + right_width, _header_height(title) + body)) as figure:
+        header, main = figure.subfigures(2, 1, height_ratios=[_header_height(title), body])
+        _header(header, title)
+        left, right = main.subfigures(1, 2, width_ratios=[4.6, right_width])
+
+        ax = left.subplots()
+        for name, table in sensitivity.items():
+            ax.errorbar(table.index.to_numpy(), table["sensitivity"].to_numpy(),
+                        yerr=table["sensitivity_std"].to_numpy(), marker="o", capsize=3, label=name)
+        ax.set_xlabel("ε (PGD-L∞)")
+        ax.set_ylabel("‖E(x) − E(x′)‖₂ / ‖E(x)‖₂  (median ± std)")
+        ax.set_title("representation sensitivity", fontsize=10)
+        ax.legend(fontsize=8)
+        left.subplots_adjust(left=0.17, right=0.97, bottom=0.12, top=0.9)
+
+        low, high = matrix_colour_range(matrices)
+        colours = matplotlib.colormaps[MATRIX_COLOURS].with_extremes(bad="lightgrey")
+        axes = right.subplots(grid_rows, grid_columns, squeeze=False).flatten()
+        image = None
+        for ax, (name, matrix) in zip(axes, matrices.items()):
+            image = ax.imshow(off_diagonal(matrix).numpy(), cmap=colours, vmin=low, vmax=high,
+                              interpolation="nearest")
+            for t in range(k):  # the true class's own gradient, outside the colour scale
+                value = float(matrix[t, t])
+                ax.text(t, t, "—" if not np.isfinite(value) else f"{value:.1f}", ha="center", va="center",
+                        fontsize=4.5, color="dimgrey")
+            ax.set_title(name, fontsize=9)
+            ax.set_xticks(range(k), classes, fontsize=6)
+            ax.set_yticks(range(k), classes, fontsize=6)
+            ax.set_xlabel("class i", fontsize=7, labelpad=1)
+            ax.set_ylabel("true class t", fontsize=7, labelpad=1)
+        for ax in axes[len(matrices):]:
+            ax.set_axis_off()
+        right.subplots_adjust(left=0.08, right=0.8, bottom=0.08, top=0.9, wspace=0.35, hspace=0.45)
+        bar = right.colorbar(image, ax=list(axes), fraction=0.05, pad=0.04)
+        bar.set_label("log₁₀ mean ‖∂l_i/∂x‖₂ (i ≠ t; diagonal in grey)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+        right.suptitle("input gradients of the class likelihoods", fontsize=10)
+        return save_png(figure, path)

@@ -1,0 +1,182 @@
+"""Figures of a study drawn from several of its runs: JARN Figs. 3 and 4, AFD Fig. 4.
+
+Each figure is an entry of ``study_figures`` in a study file (dvc.yaml's ``study-figures``
+stage iterates over them), with a ``kind``, the ``runs`` it compares (run → the label drawn)
+and the kind's settings; ``draw_study_figure`` validates the entry, computes and draws it.
+
+- ``loss_surface`` (JARN, Chan et al. 2020, Fig. 3): per model and test image, the CE over a
+  grid of α·(FGSM direction) + β·(random orthogonal direction), α, β ∈ [−ε, ε]
+  (``robust.loss_surface``), as a 3-D surface; each panel on its own loss scale, as the paper's
+  (its Fig. 3c is "1 order of magnitude" lower).
+- ``input_jacobians`` (JARN Fig. 4): test images and, per model, ∇ₓ log p_y of each
+  (``robust.input_gradients``), each scaled by its largest |value| on a symmetric colour scale.
+- ``sensitivity_and_class_gradients`` (AFD, Bashivan et al. 2021, Fig. 4): left, the normalised
+  representation sensitivity ‖E(x) − E(x′)‖/‖E(x)‖ against ε, median ± std over the evaluated
+  test points, read from the rows the attack stage wrote (``robust.representation``, attack
+  ``representation``); right, per model, log₁₀ of the mean ‖∂l_i/∂x‖₂ per true class t (rows)
+  and class i (columns), one colour scale shared by the models, the diagonal (i = t) written in
+  grey outside that scale (``robust.input_gradients``).
+
+The papers draw Figs. 3–4 of JARN on CIFAR-10 and AFD's on MNIST, CIFAR-10 and CIFAR-100; here
+they are drawn for the models the studies train (MNIST scale: MNIST, or the digits at the smoke
+profile), and each figure's title names the profile and dataset. Models missing from a study
+are named in the entry's ``note``, printed under the title.
+
+Test points: the evaluation subset of the attack stage (``profiles.<profile>.eval_examples``,
+the same seeded subset), so the AFD gradients and the sensitivity rows cover the same points;
+the JARN figures show ``examples`` of them, one per class (``robust.figures.choose_examples``).
+The models run in eval mode on the params' ``device`` (the AFD matrices take K backward passes
+over every evaluated point: measured 80 s for the four smoke-width ResNets over 359 digits on two
+busy CPU cores; the paper profile's 10k MNIST points at full width are GPU work). The PNG is
+written as ``robust.figures`` writes its own, so the same models and settings give the same
+bytes on a CPU (a GPU's rounding may shift a colour).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robust import data
+from robust.errors import ConfigError
+from robust.evaluate import fixed_subset
+from robust.figures import choose_examples
+from robust.input_gradients import (class_gradient_matrix, class_gradient_norms, display_normalized,
+                                    true_class_gradient)
+from robust.loss_surface import LossSurface, loss_surface
+from robust.params import check_keys, lookup, profile_settings, require_mapping, require_number, seed_of
+from robust.pipeline import device, load_model
+from robust.study_figure_drawing import jacobian_grid, loss_surface_grid, sensitivity_and_gradients
+
+log = logging.getLogger(__name__)
+
+COMMON = {"params_file", "kind", "dataset", "runs", "title", "note"}
+KINDS = {
+    "loss_surface": ({"eps", "grid", "examples", "batch_size"}, {"eps", "grid", "examples"}),
+    "input_jacobians": ({"examples"}, {"examples"}),
+    "sensitivity_and_class_gradients": ({"batch_size"}, set()),
+}
+SENSITIVITY = ("sensitivity", "sensitivity_std")
+
+
+@dataclass(frozen=True)
+class StudyFigure:
+    kind: str
+    runs: dict[str, str]  # run → label drawn
+    title: str
+    note: str
+    settings: dict
+
+
+def parse_study_figure(config: object, key: str) -> StudyFigure:
+    """Validate one ``study_figures`` entry; a ConfigError names the key at fault."""
+    config = require_mapping(config, key)
+    kind = config.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{key}.kind", f"unknown figure kind {kind!r}", KINDS)
+    allowed, required = KINDS[kind]
+    check_keys(config, key, COMMON | allowed, {"kind", "dataset", "runs", "title"} | required)
+    runs = require_mapping(config["runs"], f"{key}.runs")
+    labels = list(runs.values())
+    if not runs or any(not isinstance(label, str) or not label for label in labels) or len(set(labels)) < len(labels):
+        raise ConfigError(f"{key}.runs", f"must map each run to its own label drawn for it, got {runs!r}")
+    for name in ("title", "note"):
+        if not isinstance(config.get(name, ""), str):
+            raise ConfigError(f"{key}.{name}", f"must be text, got {config[name]!r}")
+    settings = {}
+    if "eps" in config:
+        settings["eps"] = float(require_number(config["eps"], f"{key}.eps", low=0, high=1))
+        if settings["eps"] == 0:
+            raise ConfigError(f"{key}.eps", "must be > 0: the grid spans [−eps, eps]")
+    if "grid" in config:
+        settings["grid"] = int(require_number(config["grid"], f"{key}.grid", low=2, high=201, integer=True))
+    if "examples" in config:
+        settings["examples"] = int(require_number(config["examples"], f"{key}.examples", low=1, high=20,
+                                                  integer=True))
+    settings["batch_size"] = int(require_number(config.get("batch_size", 256), f"{key}.batch_size", low=1,
+                                                integer=True))
+    return StudyFigure(kind, dict(runs), config["title"], config.get("note", ""), settings)
+
+
+def _model(runs_dir: Path, run: str, key: str, on: torch.device) -> torch.nn.Module:
+    path = runs_dir / run / "model.pt"
+    if not path.is_file():
+        raise ConfigError(f"{key}.runs.{run}", f"no trained model at {path}: not a run of the pipeline?")
+    return load_model(path, on)[0]
+
+
+def _sensitivity(results_dir: Path, run: str, key: str) -> pd.DataFrame:
+    path = results_dir / f"{run}.parquet"
+    if not path.is_file():
+        raise ConfigError(f"{key}.runs.{run}", f"no attack results at {path}")
+    frame = pd.read_parquet(path)
+    rows = frame[(frame.attack == "representation") & frame.metric.isin(SENSITIVITY) & (frame.source == "")]
+    if rows.empty:
+        raise ConfigError(f"{key}.runs.{run}", f"{path} has no representation sensitivity rows: the run's "
+                          "attack config needs a `representation:` block")
+    table = rows.pivot_table(index="eps", columns="metric", values="value", aggfunc="first").sort_index()
+    table["n"] = rows.groupby("eps").n.first()
+    return table
+
+
+def draw_study_figure(params: Mapping, figure_key: str, runs_dir: Path, results_dir: Path, data_dir: Path,
+                      out: Path) -> Path:
+    """Compute and draw the ``study_figures`` entry at ``figure_key`` to the PNG ``out``."""
+    figure = parse_study_figure(lookup(params, figure_key), figure_key)
+    profile, settings = profile_settings(params)
+    seed = seed_of(params)
+    n = settings.get("eval_examples")
+    if n is not None:
+        require_number(n, f"profiles.{profile}.eval_examples", low=1, integer=True)
+    x, y = data.load_split(data_dir, "test")
+    subset = fixed_subset(len(y), n, seed)
+    x, y = x[subset], y[subset]
+    manifest = data.load_manifest(data_dir)
+    scale = f"{profile} profile, {manifest.get('name', 'dataset')} ({len(y)} test points)"
+    title = "\n".join([figure.title, scale] + ([figure.note] if figure.note else []))
+    on = device(params)
+    models = {label: _model(Path(runs_dir), run, figure_key, on) for run, label in figure.runs.items()}
+    options = figure.settings
+    if figure.kind in ("loss_surface", "input_jacobians"):
+        picked = choose_examples(y, torch.ones(len(y), dtype=torch.bool), options["examples"], seed)
+        images, labels = x[picked], y[picked]
+        if figure.kind == "loss_surface":
+            # one random draw per image (on the CPU, so the same on any device), shared by every model
+            # (each orthogonalises it against its own adversarial direction): the panels of a column
+            # cut along the same random vector
+            raw = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+            surfaces = {label: _on_cpu(loss_surface(model, images.to(on), labels.to(on), raw, eps=options["eps"],
+                                                    points=options["grid"], batch_size=options["batch_size"]))
+                        for label, model in models.items()}
+            return loss_surface_grid(images, labels, surfaces, out, title=title, eps=options["eps"])
+        gradients = {label: display_normalized(true_class_gradient(model, images.to(on), labels.to(on)).cpu())
+                     for label, model in models.items()}
+        return jacobian_grid(images, labels, gradients, out, title=title)
+
+    sensitivity = {label: _sensitivity(Path(results_dir), run, figure_key) for run, label in figure.runs.items()}
+    for label, table in sensitivity.items():
+        if (table["n"] != len(y)).any():
+            log.warning("%s: sensitivity rows over %s points, the gradients over %d", label,
+                        sorted(set(table["n"].astype(int))), len(y))
+    num_classes = int(manifest.get("num_classes", int(y.max()) + 1))
+    matrices = {}
+    for label, model in models.items():
+        norms = class_gradient_norms(model, x.to(on), batch_size=options["batch_size"]).cpu()
+        matrices[label] = class_gradient_matrix(norms, y, num_classes)
+    return sensitivity_and_gradients(sensitivity, matrices, out, title=title, classes=_classes(manifest, num_classes))
+
+
+def _on_cpu(surface: LossSurface) -> LossSurface:
+    return LossSurface(surface.alphas.cpu(), surface.betas.cpu(), surface.loss.cpu(), surface.adversarial.cpu(),
+                       surface.random.cpu())
+
+
+def _classes(manifest: Mapping, num_classes: int) -> Sequence[str]:
+    classes = manifest.get("classes")
+    return [str(c) for c in classes] if classes else [str(k) for k in range(num_classes)]
+
