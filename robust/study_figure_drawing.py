@@ -20,6 +20,7 @@ import torch
 from robust.figures import default_style_figure, save_png, show_image
 from robust.input_gradients import off_diagonal
 from robust.loss_surface import LossSurface
+from robust.perturbation_structure import ONE_OVER_E, CovarianceProfile
 
 TITLE_SIZE = 10
 LINE = 0.22           # inches per line of the title band
@@ -28,6 +29,7 @@ SURFACE_CELL = (2.8, 2.7)
 MATRIX_CELL = 2.6
 JACOBIAN_COLOURS = "RdBu_r"  # red: raises p_y, blue: lowers it; white: no effect
 MATRIX_COLOURS = "viridis"
+COVARIANCE_PANEL = (7.0, 4.6)
 
 
 def _wrapped(title: str, width: float) -> str:
@@ -191,4 +193,47 @@ def sensitivity_and_gradients(sensitivity: Mapping[str, pd.DataFrame], matrices:
         bar.set_label("log₁₀ mean ‖∂l_i/∂x‖₂ (i ≠ t; diagonal in grey)", fontsize=7)
         bar.ax.tick_params(labelsize=6)
         right.suptitle("input gradients of the class likelihoods", fontsize=10)
+        return save_png(figure, path)
+
+
+def _with_decay(name: str, curve: CovarianceProfile) -> str:
+    length = curve.decay_length
+    return f"{name}: decay length " + ("never 1/e" if length is None else f"{length:.2f} px")
+
+
+def covariance_functions(perturbations: Mapping[str, CovarianceProfile], data: CovarianceProfile, path: str | Path, *,
+                         title: str, model: str, data_split: str, max_displacement: int | None = None) -> Path:
+    """SGR Fig. 2: f(r)/f(0) against the pixel displacement r, a line per attack and one for the data.
+
+    Inter-channel functions (multi-channel inputs only) are drawn dotted in their curve's colour.
+    ``max_displacement`` cuts the r axis; the decay lengths are read from the whole function.
+    """
+    if not perturbations:
+        raise ValueError("no attack to draw")
+    curves = {f"{name} on {model}": curve for name, curve in perturbations.items()}
+    curves[f"data: {data.examples} {data_split} images minus their mean image"] = data
+    last = min(len(curve.intra) for curve in curves.values()) - 1
+    last = last if max_displacement is None else min(last, max_displacement)
+    title = _wrapped(title + "\nperturbations x_adv − x: raw second moments; f(r): mean product of two pixels "
+                     "r = round(‖Δ‖₂) apart", COVARIANCE_PANEL[0])
+    header = _header_height(title)
+    with default_style_figure((COVARIANCE_PANEL[0], header + COVARIANCE_PANEL[1])) as figure:
+        top, body = figure.subfigures(2, 1, height_ratios=[header, COVARIANCE_PANEL[1]])
+        _header(top, title)
+        ax = body.subplots()
+        r = np.arange(last + 1)
+        colours = [f"C{k}" for k in range(len(curves) - 1)] + ["black"]
+        for colour, (name, curve) in zip(colours, curves.items()):
+            ax.plot(r, curve.intra[:last + 1].numpy(), marker="o", markersize=3, color=colour,
+                    label=_with_decay(name, curve))
+            if curve.inter.abs().max() > 0:
+                ax.plot(r, curve.inter[:last + 1].numpy(), linestyle=":", color=colour,
+                        label=f"{name}: inter-channel")
+        ax.axhline(ONE_OVER_E, color="grey", linestyle="--", linewidth=1, label="1/e")
+        ax.axhline(0.0, color="lightgrey", linewidth=0.8)
+        ax.set_xlim(0, last)
+        ax.set_xlabel("pixel displacement r")
+        ax.set_ylabel("f(r) / f(0)")
+        ax.legend(fontsize=7)
+        body.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.97)
         return save_png(figure, path)

@@ -1,4 +1,4 @@
-"""Figures of a study drawn from several of its runs: JARN Figs. 3 and 4, AFD Fig. 4.
+"""Figures of a study drawn from its runs: JARN Figs. 3 and 4, AFD Fig. 4, SGR Fig. 2.
 
 Each figure is an entry of ``study_figures`` in a study file (dvc.yaml's ``study-figures``
 stage iterates over them), with a ``kind``, the ``runs`` it compares (run → the label drawn)
@@ -16,6 +16,12 @@ and the kind's settings; ``draw_study_figure`` validates the entry, computes and
   ``representation``); right, per model, log₁₀ of the mean ‖∂l_i/∂x‖₂ per true class t (rows)
   and class i (columns), one colour scale shared by the models, the diagonal (i = t) written in
   grey outside that scale (``robust.input_gradients``).
+- ``perturbation_covariance`` (SGR, Roth et al. 2018, Fig. 2): for one model, the covariance
+  function f(r)/f(0) of the pixel displacement r of each attack's perturbations x_adv − x
+  (uncentred, the paper's Σ) and of the data (images minus their mean image), with the 1/e level
+  and each decay length (``robust.perturbation_structure``). ``attacks`` is a list of attack specs
+  (as a suite's); ``data_split`` the images of the data curve (default ``train``: §4.3 names the
+  training set's covariance as the one of Fig. 2); ``max_displacement`` the r drawn (default: all).
 
 The papers draw Figs. 3–4 of JARN on CIFAR-10 and AFD's on MNIST, CIFAR-10 and CIFAR-100; here
 they are drawn for the models the studies train (MNIST scale: MNIST, or the digits at the smoke
@@ -24,7 +30,8 @@ are named in the entry's ``note``, printed under the title.
 
 Test points: the evaluation subset of the attack stage (``profiles.<profile>.eval_examples``,
 the same seeded subset), so the AFD gradients and the sensitivity rows cover the same points;
-the JARN figures show ``examples`` of them, one per class (``robust.figures.choose_examples``).
+the JARN figures show ``examples`` of them, one per class (``robust.figures.choose_examples``);
+the SGR figure attacks all of them, each attack with its own generator seeded by ``seed``.
 The models run in eval mode on the params' ``device`` (the AFD matrices take K backward passes
 over every evaluated point: measured 80 s for the four smoke-width ResNets over 359 digits on two
 busy CPU cores; the paper profile's 10k MNIST points at full width are GPU work). The PNG is
@@ -44,14 +51,16 @@ import torch
 
 from robust import data
 from robust.errors import ConfigError
-from robust.evaluate import fixed_subset
+from robust.evaluate import AttackSpec, fixed_subset, parse_suite
 from robust.figures import choose_examples
 from robust.input_gradients import (class_gradient_matrix, class_gradient_norms, display_normalized,
                                     true_class_gradient)
 from robust.loss_surface import LossSurface, loss_surface
 from robust.params import check_keys, lookup, profile_settings, require_mapping, require_number, seed_of
+from robust.perturbation_structure import data_profile, perturbation_profile
 from robust.pipeline import device, load_model
-from robust.study_figure_drawing import jacobian_grid, loss_surface_grid, sensitivity_and_gradients
+from robust.study_figure_drawing import (covariance_functions, jacobian_grid, loss_surface_grid,
+                                         sensitivity_and_gradients)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +69,11 @@ KINDS = {
     "loss_surface": ({"eps", "grid", "examples", "batch_size"}, {"eps", "grid", "examples"}),
     "input_jacobians": ({"examples"}, {"examples"}),
     "sensitivity_and_class_gradients": ({"batch_size"}, set()),
+    "perturbation_covariance": ({"attacks", "data_split", "max_displacement", "batch_size"}, {"attacks"}),
 }
+SINGLE_MODEL = {"perturbation_covariance"}
+DATA_SPLITS = ("train", "test")
+NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1"}
 SENSITIVITY = ("sensitivity", "sensitivity_std")
 
 
@@ -85,6 +98,8 @@ def parse_study_figure(config: object, key: str) -> StudyFigure:
     labels = list(runs.values())
     if not runs or any(not isinstance(label, str) or not label for label in labels) or len(set(labels)) < len(labels):
         raise ConfigError(f"{key}.runs", f"must map each run to its own label drawn for it, got {runs!r}")
+    if kind in SINGLE_MODEL and len(runs) != 1:
+        raise ConfigError(f"{key}.runs", f"a {kind} figure is of one model, got {len(runs)} runs")
     for name in ("title", "note"):
         if not isinstance(config.get(name, ""), str):
             raise ConfigError(f"{key}.{name}", f"must be text, got {config[name]!r}")
@@ -100,6 +115,15 @@ def parse_study_figure(config: object, key: str) -> StudyFigure:
                                                   integer=True))
     settings["batch_size"] = int(require_number(config.get("batch_size", 256), f"{key}.batch_size", low=1,
                                                 integer=True))
+    if "attacks" in config:
+        settings["attacks"] = parse_suite(config["attacks"], f"{key}.attacks")
+    if kind == "perturbation_covariance":
+        settings["data_split"] = config.get("data_split", "train")
+        if settings["data_split"] not in DATA_SPLITS:
+            raise ConfigError(f"{key}.data_split", f"unknown split {settings['data_split']!r}", DATA_SPLITS)
+        if config.get("max_displacement") is not None:
+            settings["max_displacement"] = int(require_number(config["max_displacement"], f"{key}.max_displacement",
+                                                              low=1, integer=True))
     return StudyFigure(kind, dict(runs), config["title"], config.get("note", ""), settings)
 
 
@@ -157,6 +181,8 @@ def draw_study_figure(params: Mapping, figure_key: str, runs_dir: Path, results_
         gradients = {label: display_normalized(true_class_gradient(model, images.to(on), labels.to(on)).cpu())
                      for label, model in models.items()}
         return jacobian_grid(images, labels, gradients, out, title=title)
+    if figure.kind == "perturbation_covariance":
+        return _perturbation_covariance(models, x, y, options, seed, Path(data_dir), out, title=title)
 
     sensitivity = {label: _sensitivity(Path(results_dir), run, figure_key) for run, label in figure.runs.items()}
     for label, table in sensitivity.items():
@@ -169,6 +195,27 @@ def draw_study_figure(params: Mapping, figure_key: str, runs_dir: Path, results_
         norms = class_gradient_norms(model, x.to(on), batch_size=options["batch_size"]).cpu()
         matrices[label] = class_gradient_matrix(norms, y, num_classes)
     return sensitivity_and_gradients(sensitivity, matrices, out, title=title, classes=_classes(manifest, num_classes))
+
+
+def _perturbation_covariance(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, options: dict,
+                             seed: int, data_dir: Path, out: Path, *, title: str) -> Path:
+    (label, model), = models.items()
+    curves = {_attack_label(spec): perturbation_profile(model, x, y, spec.name, spec.settings,
+                                                        batch_size=options["batch_size"], seed=seed)
+              for spec in options["attacks"]}
+    images = x if options["data_split"] == "test" else data.load_split(data_dir, "train")[0]
+    data_curve = data_profile(images, batch_size=options["batch_size"])
+    return covariance_functions(curves, data_curve, out, title=title, model=label, data_split=options["data_split"],
+                                max_displacement=options.get("max_displacement"))
+
+
+def _attack_label(spec: AttackSpec) -> str:
+    """Every part of the spec's identity, so two attacks of one figure never share a line's name."""
+    details = [NORM_NAMES.get(spec.norm, spec.norm)]
+    details += [f"ε = {spec.eps:g}"] if spec.eps is not None else []
+    details += [f"{spec.steps} steps"] if spec.steps is not None else []
+    name = spec.name.upper() + (f" {spec.label}" if spec.label else "")
+    return f"{name} ({', '.join(details)})"
 
 
 def _on_cpu(surface: LossSurface) -> LossSurface:

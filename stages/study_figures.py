@@ -1,4 +1,4 @@
-"""DVC stage `study-figures`: one figure of a study drawn from several of its runs (JARN Figs. 3–4, AFD Fig. 4)."""
+"""DVC stage `study-figures`: one figure of a study drawn from several of its runs (JARN Figs. 3–4, AFD Fig. 4, SGR Fig. 2)."""
 
 from pathlib import Path
 

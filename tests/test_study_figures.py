@@ -1,15 +1,18 @@
-"""Tests for the study figures: JARN Figs. 3–4 (loss surfaces, input Jacobians) and AFD Fig. 4.
+"""Tests for the study figures: JARN Figs. 3–4 (loss surfaces, input Jacobians), AFD Fig. 4, SGR Fig. 2.
 
 Tiny fully-connected models on a few digits images, prepared and saved in a temporary folder in
 the pipeline's formats: the directions of the loss surface (sign of the gradient; the random one
 orthogonal and of equal L2 norm), its centre (the clean loss), batching, the true-class gradient,
 the gradient matrix (log₁₀ class means; diagonal kept in the matrix and blanked for the colour
-scale), every kind drawn twice to identical PNG bytes, and the settings' errors. The study files'
-own entries are checked against their runs.
+scale), the covariance functions of SGR Fig. 2 on noise of known structure (white: decay length
+below a pixel; Gaussian-smoothed: about 2σ; box-smoothed: longer with the box), every kind drawn
+twice to identical PNG bytes, and the settings' errors. The study files' own entries are checked
+against their runs.
 """
 
 from __future__ import annotations
 
+from math import exp
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +27,10 @@ from robust.errors import ConfigError
 from robust.input_gradients import (class_gradient_matrix, class_gradient_norms, display_normalized,
                                     off_diagonal, true_class_gradient)
 from robust.io import save_torch
+from robust.attacks import run_attack
 from robust.loss_surface import fgsm_direction, grid_values, loss_surface, orthogonal_direction
 from robust.models import build_model
+from robust.perturbation_structure import covariance_profile, data_profile, decay_length, perturbation_profile
 from robust.study_figure_drawing import matrix_colour_range
 from robust.study_figures import KINDS, draw_study_figure, parse_study_figure
 
@@ -141,10 +146,87 @@ def test_gradient_matrix_means_per_true_class_and_keeps_the_diagonal_out_of_the_
         class_gradient_matrix(norms[:, :2], y, 3)
 
 
+def _noise(n: int, size: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _smoothed(kernel: torch.Tensor, n: int = 64, size: int = 28, seed: int = 0) -> torch.Tensor:
+    """White noise filtered by a 2-D ``kernel`` (valid convolution: no border effects)."""
+    pad = kernel.shape[-1] - 1
+    return F.conv2d(_noise(n, size + pad, seed), kernel[None, None])
+
+
+def test_decay_length_interpolates_linearly_to_one_over_e():
+    e = exp(-1)
+    assert decay_length(torch.tensor([1.0, 0.5, 0.2, 0.1])) == pytest.approx(1 + (0.5 - e) / (0.5 - 0.2))
+    assert decay_length(torch.tensor([1.0, 0.8, e, 0.0])) == pytest.approx(2.0)
+    assert decay_length(torch.tensor([1.0, 0.0])) == pytest.approx(1 - e)
+    assert decay_length(torch.tensor([1.0, 0.9, 0.5])) is None
+
+
+def test_covariance_profile_is_the_mean_pair_product_per_rounded_distance_over_f0():
+    """Brute force over every ordered pixel pair of tiny images, in unequal batches."""
+    xi = _noise(5, 4, seed=3).expand(5, 1, 4, 4) + torch.linspace(0, 1, 16).view(1, 1, 4, 4)
+    profile = covariance_profile(xi.split(2))
+    rows, cols = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    p = torch.stack([rows.flatten(), cols.flatten()], 1).double()
+    radius = torch.cdist(p, p).round().long()
+    flat = xi.flatten(1).double()
+    products = (flat[:, :, None] * flat[:, None, :]).mean(0)
+    expected = torch.stack([products[radius == r].mean() for r in range(int(radius.max()) + 1)])
+    assert profile.mean_square == pytest.approx(float(flat.pow(2).mean()))
+    assert profile.intra[0] == 1.0 and profile.examples == 5
+    assert torch.allclose(profile.intra, expected / expected[0], atol=1e-12)
+    assert torch.equal(profile.inter, torch.zeros_like(profile.inter))  # one channel
+
+
+def test_three_identical_channels_have_the_inter_channel_function_of_the_intra():
+    xi = _noise(4, 6, seed=1).expand(4, 3, 6, 6)
+    profile = covariance_profile([xi])
+    assert torch.allclose(profile.inter, profile.intra, atol=1e-12)
+
+
+def test_white_noise_decays_within_a_pixel_and_smoothing_lengthens_the_decay():
+    assert decay_length(covariance_profile([_noise(64, 28, 0)]).intra) < 1
+    boxes = [covariance_profile([_smoothed(torch.ones(w, w) / w**2)]).decay_length for w in (1, 3, 5, 7)]
+    assert boxes[0] < 1 and all(a < b for a, b in zip(boxes, boxes[1:]))
+    for sigma in (1.5, 2.0):
+        # a Gaussian filter of width σ gives the correlation exp(−d²/4σ²): 1/e at d = 2σ
+        axis = torch.exp(-torch.arange(-10, 11.0) ** 2 / (2 * sigma**2))
+        length = covariance_profile([_smoothed(axis[:, None] * axis[None, :])]).decay_length
+        assert length == pytest.approx(2 * sigma, abs=0.25)
+    assert covariance_profile([torch.ones(2, 1, 5, 5)]).decay_length is None  # never decays
+    with pytest.raises(ValueError, match="zero"):
+        covariance_profile([torch.zeros(2, 1, 5, 5)])
+
+
+def test_data_profile_centres_the_images_by_their_mean_image():
+    x = _smoothed(torch.ones(3, 3) / 9, n=40, size=12)
+    shifted = data_profile(x + torch.linspace(0, 5, 144).view(1, 1, 12, 12), batch_size=7)
+    plain = data_profile(x - x.mean(0), batch_size=100)
+    assert torch.allclose(shifted.intra, plain.intra, atol=1e-9)
+    assert shifted.mean_square == pytest.approx(plain.mean_square)
+
+
+def test_perturbation_profile_is_that_of_x_adv_minus_x_in_any_batching(setup):
+    model, x, y = setup["model"], setup["x"], setup["y"]
+    profile = perturbation_profile(model, x, y, "fgsm", {"eps": 0.3}, batch_size=4, seed=0)
+    direct = covariance_profile([run_attack("fgsm", model, x, y, eps=0.3) - x])
+    assert torch.allclose(profile.intra, direct.intra, atol=1e-9) and profile.examples == len(x)
+    assert 0 < profile.mean_square <= 0.3**2 + 1e-6
+    pgd = {"eps": 0.3, "steps": 2, "step_size": 0.1, "random_start": True}
+    first, again = (perturbation_profile(model, x, y, "pgd", pgd, batch_size=100, seed=5) for _ in range(2))
+    assert torch.equal(first.intra, again.intra)  # the seeded random start
+
+
 ENTRIES = {
     "loss_surface": {"eps": 0.3, "grid": 5, "examples": 2, "batch_size": 64},
     "input_jacobians": {"examples": 3},
     "sensitivity_and_class_gradients": {"batch_size": 16},
+    "perturbation_covariance": {"runs": {"tiny-a": "A"}, "batch_size": 16, "max_displacement": 10,
+                                "attacks": [{"name": "fgsm", "eps": 0.3},
+                                            {"name": "pgd", "eps": 0.3, "steps": 3, "step_size": 0.1,
+                                             "random_start": True}]},
 }
 
 
@@ -188,7 +270,38 @@ def test_settings_errors_name_the_key(setup, tmp_path):
                           setup["results_dir"] / "empty", setup["data_dir"], tmp_path / "x.png")
 
 
-@pytest.mark.parametrize("study", ["chan2020", "bashivan2021"])
+def test_perturbation_covariance_settings_errors_name_the_key(setup, tmp_path):
+    def draw(**changes):
+        return draw_study_figure(_params("perturbation_covariance", **changes), "study_figures.fig", setup["runs_dir"],
+                                 setup["results_dir"], setup["data_dir"], tmp_path / "x.png")
+
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.runs': a perturbation_covariance figure is of one"):
+        draw(runs=dict(RUNS))
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.attacks'"):
+        draw(attacks=[])
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.attacks\[0\]\.name"):
+        draw(attacks=[{"name": "fgsn", "eps": 0.3}])
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.attacks\[1\]\.eps': required"):
+        draw(attacks=[{"name": "fgsm", "eps": 0.3}, {"name": "pgd", "steps": 3}])
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.attacks\[0\]\.eps'"):
+        draw(attacks=[{"name": "fgsm", "eps": 3}])
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.attacks\[0\]\.stepz': not a setting"):
+        draw(attacks=[{"name": "pgd", "eps": 0.3, "stepz": 3}])
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.data_split'"):
+        draw(data_split="validation")
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.max_displacement'"):
+        draw(max_displacement=0)
+    params = _params("perturbation_covariance")
+    del params["study_figures"]["fig"]["attacks"]
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.attacks': missing"):
+        draw_study_figure(params, "study_figures.fig", setup["runs_dir"], setup["results_dir"], setup["data_dir"],
+                          tmp_path / "x.png")
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.attacks': unknown key"):
+        draw_study_figure(_params("input_jacobians", attacks=[{"name": "fgsm", "eps": 0.3}]), "study_figures.fig",
+                          setup["runs_dir"], setup["results_dir"], setup["data_dir"], tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("study", ["chan2020", "bashivan2021", "roth2018"])
 def test_study_files_figures_parse_and_name_runs_of_the_study(study):
     params = yaml.safe_load((REPO / "studies" / f"{study}.yaml").read_text())
     assert params["study_figures"]
