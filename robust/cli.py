@@ -22,11 +22,20 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--table", "table_id", default=None, help="print one paper table, e.g. jakubovitz2018-table3")
+@click.option("--table", "table_id", default=None,
+              help="print one paper table, e.g. jakubovitz2018-table3, or a leaderboard, e.g. leaderboard-digits")
 @click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
               type=click.Path(path_type=Path, file_okay=False))
 def report(table_id: str | None, metrics_dir: Path) -> None:
     """Print the summary of every run, or one paper table beside the paper's numbers."""
+    if table_id is not None and table_id.startswith("leaderboard-"):
+        path = metrics_dir / "leaderboard" / f"{table_id}.md"
+        if not path.exists():
+            pages = sorted(page.stem for page in (metrics_dir / "leaderboard").glob("leaderboard-*.md"))
+            raise click.BadParameter(f"no {path}; leaderboards: {', '.join(pages) or 'none yet (run `dvc repro`)'}",
+                                     param_hint="--table")
+        click.echo(path.read_text())
+        return
     if table_id is not None:
         try:
             TABLES.get(table_id)
@@ -44,9 +53,9 @@ def report(table_id: str | None, metrics_dir: Path) -> None:
     metrics = sorted({name for values in summary.values() for name in values})
     rows = [[run, *(_fmt(values.get(name)) for name in metrics)] for run, values in sorted(summary.items())]
     click.echo(tabulate(rows, headers=["run", *metrics], tablefmt="simple"))
-    index = metrics_dir / "tables" / "README.md"
-    if index.exists():
-        click.echo("\n" + index.read_text())
+    for index in (metrics_dir / "tables" / "README.md", metrics_dir / "leaderboard" / "README.md"):
+        if index.exists():
+            click.echo("\n" + index.read_text())
 
 
 @cli.command()

@@ -20,8 +20,8 @@ Chosen / simplified:
 - Shown points are those both attacks flipped (correct on the clean image, wrong on both
   adversarial ones, also when re-evaluated here), one per true class where the subset allows,
   so that the three rows show the same points.
-- Figure 2 (a 10×10 matrix of examples targeted at every class) is not drawn: the saved attacks
-  are untargeted beyond the closest boundary.
+- Figure 2 (a 10×10 matrix of examples targeted at every class) is drawn by the ``study-figures``
+  stage (``robust.study_figures``, kind ``targeted_grid``, entry ``matyasko2018-fig2``).
 
 The figure is built without pyplot (no global backend or figure registry), under matplotlib's
 default style (a user's matplotlibrc cannot change it), and saved without the ``Software``

@@ -8,8 +8,10 @@ one band per row below it.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +32,40 @@ MATRIX_CELL = 2.6
 JACOBIAN_COLOURS = "RdBu_r"  # red: raises p_y, blue: lowers it; white: no effect
 MATRIX_COLOURS = "viridis"
 COVARIANCE_PANEL = (7.0, 4.6)
+GRID_CELL = (0.95, 1.1)  # inches per cell of the targeted grid: the image and its one-line title
+GRID_MARGINS = (0.45, 0.35, 0.75)  # inches: row labels (left), column labels (bottom), block caption (top)
+DIAGONAL_FRAME = "tab:blue"
+BELOW_TARGET_CONFIDENCE = "tab:orange"  # the target class, p < C
+OTHER_CLASS = "tab:red"                 # not the target class
+
+
+@dataclass(frozen=True)
+class TargetedGrid:
+    """One model's targeted grid: R source images (one per class) × K target classes.
+
+    ``images[r, k]`` is source r attacked towards class k (the clean image where k is its class);
+    ``predicted``, ``confidence`` (max-softmax) and ``reached`` (predicted k with p_k ≥ C, False
+    on the diagonal) are R × K; ``target_confidence`` the C of each source.
+    """
+
+    images: torch.Tensor
+    sources: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+    reached: torch.Tensor
+    target_confidence: torch.Tensor
+
+    def __post_init__(self):
+        rows, columns = self.images.shape[:2] if self.images.dim() == 5 else (0, 0)
+        if not rows or self.sources.shape != (rows,) or self.target_confidence.shape != (rows,) or any(
+                tensor.shape != (rows, columns) for tensor in (self.predicted, self.confidence, self.reached)):
+            raise ValueError(f"a targeted grid needs R×K×C×H×W images with R sources and R×K predictions, got "
+                             f"{tuple(self.images.shape)}, {tuple(self.sources.shape)}, {tuple(self.predicted.shape)}")
+
+    @property
+    def off_diagonal(self) -> torch.Tensor:
+        """R × K mask of the attacked cells (target ≠ the source's class)."""
+        return torch.arange(self.images.shape[1]).unsqueeze(0) != self.sources.unsqueeze(1)
 
 
 def _wrapped(title: str, width: float) -> str:
@@ -236,4 +272,62 @@ def covariance_functions(perturbations: Mapping[str, CovarianceProfile], data: C
         ax.set_ylabel("f(r) / f(0)")
         ax.legend(fontsize=7)
         body.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.97)
+        return save_png(figure, path)
+
+
+def targeted_grids(grids: Mapping[str, TargetedGrid], path: str | Path, *, title: str, classes: Sequence[str]) -> Path:
+    """Adversary critic Fig. 2: per model a block of rows (source class) × columns (target class).
+
+    Each cell is titled with the model's class and confidence (floored to 0.1%, so that a cell
+    short of a C near 1 never reads 100%): black where it reached its target (class and p ≥ C),
+    orange where it is the target class below C, red another class; the diagonal (the clean
+    images) is framed. Each
+    block's caption gives the mean confidence of its attacked cells, how many reached their
+    target and the clean images' mean confidence.
+    """
+    if not grids:
+        raise ValueError("no model to draw")
+    shapes = {tuple(grid.images.shape) for grid in grids.values()}
+    if len(shapes) != 1 or next(iter(shapes))[1] != len(classes):
+        raise ValueError(f"every grid must have the same R×K images with K = {len(classes)} classes, got {shapes}")
+    rows, columns = next(iter(shapes))[:2]
+    left, bottom, top = GRID_MARGINS
+    width = left + columns * GRID_CELL[0] + 0.1
+    block = top + rows * GRID_CELL[1] + bottom
+    title = _wrapped(title + "\nrows: the test image's class, columns: the attack's target class; diagonal (framed): "
+                     "the clean images; each cell: the model's class (its confidence), black: the target class "
+                     "with p ≥ C, orange: the target class below C, red: another class", width)
+    heights = [_header_height(title)] + [block] * len(grids)
+    with default_style_figure((width, sum(heights))) as figure:
+        bands = figure.subfigures(len(heights), 1, height_ratios=heights)
+        _header(bands[0], title)
+        for band, (name, grid) in zip(bands[1:], grids.items()):
+            attacked = grid.off_diagonal
+            mean = 100 * grid.confidence[attacked].mean().item() if attacked.any() else float("nan")
+            clean = 100 * grid.confidence[~attacked].mean().item()
+            reached, total = int(grid.reached.sum()), int(attacked.sum())
+            band.suptitle(f"{name}\nattacked cells: mean confidence {mean:.1f}%, {reached}/{total} "
+                          f"({100 * reached / max(total, 1):.0f}%) reach their target class with p ≥ C; "
+                          f"clean images (diagonal): {clean:.1f}%", fontsize=9, y=1 - 0.15 / block, va="top")
+            axes = band.subplots(rows, columns, squeeze=False)
+            band.subplots_adjust(left=left / width, right=1 - 0.1 / width, bottom=bottom / block,
+                                 top=1 - top / block, wspace=0.08, hspace=0.3)
+            for r in range(rows):
+                for k in range(columns):
+                    ax = axes[r, k]
+                    show_image(ax, grid.images[r, k])
+                    predicted = int(grid.predicted[r, k])
+                    colour = ("black" if not attacked[r, k] or grid.reached[r, k]
+                              else BELOW_TARGET_CONFIDENCE if predicted == k else OTHER_CLASS)
+                    floored = math.floor(1000 * float(grid.confidence[r, k])) / 10
+                    ax.set_title(f"{classes[predicted]} ({floored:.1f}%)", fontsize=7, pad=2, color=colour)
+                    if not attacked[r, k]:
+                        for spine in ax.spines.values():
+                            spine.set_color(DIAGONAL_FRAME)
+                            spine.set_linewidth(2.0)
+                    if k == 0:
+                        ax.set_ylabel(classes[int(grid.sources[r])], fontsize=8, rotation=0, labelpad=10,
+                                      va="center")
+                    if r == rows - 1:
+                        ax.set_xlabel(f"→ {classes[k]}", fontsize=8, labelpad=2)
         return save_png(figure, path)

@@ -1,4 +1,4 @@
-"""Figures of a study drawn from its runs: JARN Figs. 3 and 4, AFD Fig. 4, SGR Fig. 2.
+"""Figures of a study drawn from its runs: JARN Figs. 3 and 4, AFD Fig. 4, SGR Fig. 2, adversary critic Fig. 2.
 
 Each figure is an entry of ``study_figures`` in a study file (dvc.yaml's ``study-figures``
 stage iterates over them), with a ``kind``, the ``runs`` it compares (run → the label drawn)
@@ -22,6 +22,16 @@ and the kind's settings; ``draw_study_figure`` validates the entry, computes and
   and each decay length (``robust.perturbation_structure``). ``attacks`` is a list of attack specs
   (as a suite's); ``data_split`` the images of the data curve (default ``train``: §4.3 names the
   training set's covariance as the one of Fig. 2); ``max_displacement`` the r drawn (default: all).
+- ``targeted_grid`` (adversary critic, Matyasko & Chau 2018, Fig. 2): per model (one or two), a
+  K × K grid: one correctly classified test image per class (rows: its class) attacked towards every
+  class (columns) with the paper's high-confidence attack (Algorithm 1, eq. 7;
+  ``robust.attacks.high_confidence.high_confidence_targeted``), the clean image on the diagonal;
+  each cell titled with the model's class and confidence. ``step_clip`` (required), ``steps``
+  (default 500) and ``confidence`` (the target probability C: a number or ``"clean"``, each source
+  image's own clean confidence; default ``"clean"``) are the attack's settings. The K(K − 1)
+  targeted pairs go to the attack in batches of ``batch_size``. The paper's Fig. 2 is drawn with
+  C&W-L2 at a confidence of at least 95% (its caption); the attack here is the paper's own, as in
+  the study's Fig. 4 and Table 1.
 
 The papers draw Figs. 3–4 of JARN on CIFAR-10 and AFD's on MNIST, CIFAR-10 and CIFAR-100; here
 they are drawn for the models the studies train (MNIST scale: MNIST, or the digits at the smoke
@@ -31,7 +41,9 @@ are named in the entry's ``note``, printed under the title.
 Test points: the evaluation subset of the attack stage (``profiles.<profile>.eval_examples``,
 the same seeded subset), so the AFD gradients and the sensitivity rows cover the same points;
 the JARN figures show ``examples`` of them, one per class (``robust.figures.choose_examples``);
-the SGR figure attacks all of them, each attack with its own generator seeded by ``seed``.
+the SGR figure attacks all of them, each attack with its own generator seeded by ``seed``; the
+targeted grid shows one per class among those every model drawn classifies correctly (the same
+images in each model's block).
 The models run in eval mode on the params' ``device`` (the AFD matrices take K backward passes
 over every evaluated point: measured 80 s for the four smoke-width ResNets over 359 digits on two
 busy CPU cores; the paper profile's 10k MNIST points at full width are GPU work). The PNG is
@@ -50,6 +62,7 @@ import pandas as pd
 import torch
 
 from robust import data
+from robust.attacks.high_confidence import CLEAN, high_confidence_targeted
 from robust.errors import ConfigError
 from robust.evaluate import AttackSpec, fixed_subset, parse_suite
 from robust.figures import choose_examples
@@ -59,8 +72,8 @@ from robust.loss_surface import LossSurface, loss_surface
 from robust.params import check_keys, lookup, profile_settings, require_mapping, require_number, seed_of
 from robust.perturbation_structure import data_profile, perturbation_profile
 from robust.pipeline import device, load_model
-from robust.study_figure_drawing import (covariance_functions, jacobian_grid, loss_surface_grid,
-                                         sensitivity_and_gradients)
+from robust.study_figure_drawing import (TargetedGrid, covariance_functions, jacobian_grid, loss_surface_grid,
+                                         sensitivity_and_gradients, targeted_grids)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +83,10 @@ KINDS = {
     "input_jacobians": ({"examples"}, {"examples"}),
     "sensitivity_and_class_gradients": ({"batch_size"}, set()),
     "perturbation_covariance": ({"attacks", "data_split", "max_displacement", "batch_size"}, {"attacks"}),
+    "targeted_grid": ({"step_clip", "steps", "confidence", "batch_size"}, {"step_clip"}),
 }
 SINGLE_MODEL = {"perturbation_covariance"}
+MAX_RUNS = {"targeted_grid": 2}  # a K × K grid per model: more would not fit one page
 DATA_SPLITS = ("train", "test")
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1"}
 SENSITIVITY = ("sensitivity", "sensitivity_std")
@@ -100,6 +115,8 @@ def parse_study_figure(config: object, key: str) -> StudyFigure:
         raise ConfigError(f"{key}.runs", f"must map each run to its own label drawn for it, got {runs!r}")
     if kind in SINGLE_MODEL and len(runs) != 1:
         raise ConfigError(f"{key}.runs", f"a {kind} figure is of one model, got {len(runs)} runs")
+    if len(runs) > MAX_RUNS.get(kind, len(runs)):
+        raise ConfigError(f"{key}.runs", f"a {kind} figure draws at most {MAX_RUNS[kind]} models, got {len(runs)}")
     for name in ("title", "note"):
         if not isinstance(config.get(name, ""), str):
             raise ConfigError(f"{key}.{name}", f"must be text, got {config[name]!r}")
@@ -124,7 +141,22 @@ def parse_study_figure(config: object, key: str) -> StudyFigure:
         if config.get("max_displacement") is not None:
             settings["max_displacement"] = int(require_number(config["max_displacement"], f"{key}.max_displacement",
                                                               low=1, integer=True))
+    if kind == "targeted_grid":
+        settings.update(_targeted_attack_settings(config, key))
     return StudyFigure(kind, dict(runs), config["title"], config.get("note", ""), settings)
+
+
+def _targeted_attack_settings(config: Mapping, key: str) -> dict:
+    step_clip = float(require_number(config["step_clip"], f"{key}.step_clip", low=0))
+    if step_clip == 0:
+        raise ConfigError(f"{key}.step_clip", "must be > 0: the L2 bound of every step")
+    steps = int(require_number(config.get("steps", 500), f"{key}.steps", low=1, integer=True))
+    confidence = config.get("confidence", CLEAN)
+    if confidence != CLEAN:
+        confidence = float(require_number(confidence, f"{key}.confidence", low=0, high=1))
+        if confidence == 0:
+            raise ConfigError(f"{key}.confidence", f"must be a probability in (0, 1] or {CLEAN!r}, got 0")
+    return {"step_clip": step_clip, "steps": steps, "confidence": confidence}
 
 
 def _model(runs_dir: Path, run: str, key: str, on: torch.device) -> torch.nn.Module:
@@ -183,13 +215,16 @@ def draw_study_figure(params: Mapping, figure_key: str, runs_dir: Path, results_
         return jacobian_grid(images, labels, gradients, out, title=title)
     if figure.kind == "perturbation_covariance":
         return _perturbation_covariance(models, x, y, options, seed, Path(data_dir), out, title=title)
+    num_classes = int(manifest.get("num_classes", int(y.max()) + 1))
+    if figure.kind == "targeted_grid":
+        return _targeted_grids(models, x, y, options, seed, num_classes, on, out, title=title,
+                               classes=_classes(manifest, num_classes))
 
     sensitivity = {label: _sensitivity(Path(results_dir), run, figure_key) for run, label in figure.runs.items()}
     for label, table in sensitivity.items():
         if (table["n"] != len(y)).any():
             log.warning("%s: sensitivity rows over %s points, the gradients over %d", label,
                         sorted(set(table["n"].astype(int))), len(y))
-    num_classes = int(manifest.get("num_classes", int(y.max()) + 1))
     matrices = {}
     for label, model in models.items():
         norms = class_gradient_norms(model, x.to(on), batch_size=options["batch_size"]).cpu()
@@ -207,6 +242,75 @@ def _perturbation_covariance(models: Mapping[str, torch.nn.Module], x: torch.Ten
     data_curve = data_profile(images, batch_size=options["batch_size"])
     return covariance_functions(curves, data_curve, out, title=title, model=label, data_split=options["data_split"],
                                 max_displacement=options.get("max_displacement"))
+
+
+def _targeted_grids(models: Mapping[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, options: dict, seed: int,
+                    num_classes: int, on: torch.device, out: Path, *, title: str, classes: Sequence[str]) -> Path:
+    """One correctly classified image per class (of every model), each attacked towards every class."""
+    correct = torch.ones(len(y), dtype=torch.bool)
+    for model in models.values():
+        correct &= _logits(model, x.to(on), options["batch_size"]).argmax(dim=1).cpu() == y
+    present = y[correct].unique()
+    if len(present) == 0:
+        raise ValueError("no test point of the evaluation subset is classified correctly by every model drawn")
+    # as many examples as classes present: choose_examples then takes exactly one per class
+    picked = choose_examples(y, correct, len(present), seed)
+    images, sources = x[picked], y[picked]
+    grids = {label: _on_cpu_grid(targeted_grid(model, images.to(on), sources.to(on), num_classes, **options))
+             for label, model in models.items()}
+    confidence = options["confidence"]
+    target = "each source image's clean confidence" if confidence == CLEAN else f"{confidence:g}"
+    title += (f"\nhigh-confidence attack (Algorithm 1) towards each class: {options['steps']} steps, every step "
+              f"clipped to {options['step_clip']:g} in L2, target confidence C = {target}")
+    missing = [classes[k] for k in range(num_classes) if k not in set(present.tolist())]
+    if missing:
+        title += f"\nno test image classified correctly by every model drawn: class {', '.join(missing)}"
+    return targeted_grids(grids, out, title=title, classes=classes)
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, max(len(x), 1), batch_size)])
+
+
+def targeted_grid(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+                  step_clip: float, steps: int, confidence: float | str, batch_size: int) -> TargetedGrid:
+    """Each of ``images`` (correctly classified) attacked towards each of the ``num_classes`` classes.
+
+    Cell [r, k] holds image r's example targeted at class k, and the clean image where k is its
+    label. Only the off-diagonal pairs are attacked, all in batches of ``batch_size`` (the attack
+    treats the examples of a batch independently). A cell has reached its target when the model
+    predicts k with p_k ≥ C, the attack's own success test; C is image r's clean confidence for
+    ``confidence`` ``"clean"``.
+    """
+    rows = len(images)
+    source = torch.arange(rows, device=images.device).repeat_interleave(num_classes)
+    target = torch.arange(num_classes, device=images.device).repeat(rows)
+    attacked = target != labels[source]
+    pairs, towards = source[attacked], target[attacked]
+    cells = images[source].clone()
+    if len(pairs):
+        cells[attacked] = torch.cat([
+            high_confidence_targeted(model, images[pairs[i:i + batch_size]], labels[pairs[i:i + batch_size]],
+                                     towards[i:i + batch_size], step_clip=step_clip, confidence=confidence,
+                                     steps=steps)
+            for i in range(0, len(pairs), batch_size)])
+    log_p = _logits(model, cells, batch_size).log_softmax(dim=1)
+    if confidence == CLEAN:  # as the attack sets C
+        clean = _logits(model, images, batch_size).softmax(dim=1).amax(dim=1)
+    else:
+        clean = torch.full((rows,), float(confidence), device=images.device, dtype=images.dtype)
+    p_target = log_p.gather(1, target.unsqueeze(1)).squeeze(1).exp()  # as the attack's test computes it
+    reached = attacked & (log_p.argmax(dim=1) == target) & (p_target >= clean[source])
+    shape = (rows, num_classes)
+    return TargetedGrid(images=cells.view(*shape, *images.shape[1:]), sources=labels,
+                        predicted=log_p.argmax(dim=1).view(shape), confidence=log_p.amax(dim=1).exp().view(shape),
+                        reached=reached.view(shape), target_confidence=clean)
+
+
+def _on_cpu_grid(grid: TargetedGrid) -> TargetedGrid:
+    return TargetedGrid(*(tensor.cpu() for tensor in (grid.images, grid.sources, grid.predicted, grid.confidence,
+                                                       grid.reached, grid.target_confidence)))
 
 
 def _attack_label(spec: AttackSpec) -> str:

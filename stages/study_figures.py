@@ -1,4 +1,5 @@
-"""DVC stage `study-figures`: one figure of a study drawn from several of its runs (JARN Figs. 3–4, AFD Fig. 4, SGR Fig. 2)."""
+"""DVC stage `study-figures`: one figure of a study drawn from several of its runs (JARN Figs. 3–4, AFD Fig. 4, SGR Fig. 2,
+adversary critic Fig. 2)."""
 
 from pathlib import Path
 

@@ -169,7 +169,7 @@ def test_paper_architectures_have_the_paper_layer_sizes():
     assert count(lenet) == (25 * 32 + 32) + (25 * 32 * 64 + 64) + (4 * 4 * 64 * 512 + 512) + (512 * 10 + 10)
 
 
-@pytest.mark.parametrize("arch", ["critic-fc", "lenet5"])
+@pytest.mark.parametrize("arch", ["critic-fc", "lenet5", "jakubovitz-mnist"])
 def test_embed_and_head_compose_to_the_model(arch):
     torch.manual_seed(0)
     model = build_model(arch, in_shape=(1, 28, 28), num_classes=10, width=0.25).eval()

@@ -34,3 +34,10 @@ def test_unknown_arch_names_the_key_and_choices():
 def test_bad_width_rejected():
     with pytest.raises(ConfigError, match="width"):
         build_model("jakubovitz-mnist", in_shape=(1, 28, 28), num_classes=10, width=0)
+
+
+def test_the_jakubovitz_net_exposes_its_head_without_renaming_checkpoint_keys():
+    model = build_model("jakubovitz-mnist", in_shape=(1, 28, 28), num_classes=10, width=0.25)
+    assert model.head is model.fc2
+    layers = [f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2") for kind in ("bias", "weight")]
+    assert sorted(model.state_dict()) == layers + ["normalize.mean", "normalize.std"]

@@ -1,17 +1,21 @@
-"""Tests for the study figures: JARN Figs. 3–4 (loss surfaces, input Jacobians), AFD Fig. 4, SGR Fig. 2.
+"""Tests for the study figures: JARN Figs. 3–4 (loss surfaces, input Jacobians), AFD Fig. 4, SGR Fig. 2,
+the adversary critic's Fig. 2 (targeted grid).
 
 Tiny fully-connected models on a few digits images, prepared and saved in a temporary folder in
 the pipeline's formats: the directions of the loss surface (sign of the gradient; the random one
 orthogonal and of equal L2 norm), its centre (the clean loss), batching, the true-class gradient,
 the gradient matrix (log₁₀ class means; diagonal kept in the matrix and blanked for the colour
 scale), the covariance functions of SGR Fig. 2 on noise of known structure (white: decay length
-below a pixel; Gaussian-smoothed: about 2σ; box-smoothed: longer with the box), every kind drawn
-twice to identical PNG bytes, and the settings' errors. The study files' own entries are checked
-against their runs.
+below a pixel; Gaussian-smoothed: about 2σ; box-smoothed: longer with the box), the targeted grid
+(two small models trained on the test images, so that every class has a correctly classified
+image: the clean diagonal, targets reached, the same cells as one attack call per pair, the
+explicit-target attack against the closest-boundary one), every kind drawn twice to identical PNG
+bytes, and the settings' errors. The study files' own entries are checked against their runs.
 """
 
 from __future__ import annotations
 
+import copy
 from math import exp
 from pathlib import Path
 
@@ -28,21 +32,37 @@ from robust.input_gradients import (class_gradient_matrix, class_gradient_norms,
                                     off_diagonal, true_class_gradient)
 from robust.io import save_torch
 from robust.attacks import run_attack
+from robust.attacks.high_confidence import (_attack_loop, _logits_and_targets, closest_boundary_target,
+                                            high_confidence_targeted)
 from robust.loss_surface import fgsm_direction, grid_values, loss_surface, orthogonal_direction
 from robust.models import build_model
 from robust.perturbation_structure import covariance_profile, data_profile, decay_length, perturbation_profile
 from robust.study_figure_drawing import matrix_colour_range
-from robust.study_figures import KINDS, draw_study_figure, parse_study_figure
+from robust.study_figures import KINDS, draw_study_figure, parse_study_figure, targeted_grid
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = 10
 PARAMS = {"profile": "smoke", "seed": 0, "profiles": {"smoke": {"eval_examples": 30}}}
 RUNS = {"tiny-a": "A", "tiny-b": "B"}
+TRAINED = {"tiny-t0": "T0", "tiny-t1": "T1"}  # fit to the test images: every class has a correct one
 
 
-def _model(seed: int, shape=(1, 28, 28)) -> torch.nn.Module:
+def _model(seed: int, shape=(1, 28, 28), width: float = 0.02) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model("critic-fc", in_shape=shape, num_classes=CLASSES, width=0.02).eval()
+    return build_model("critic-fc", in_shape=shape, num_classes=CLASSES, width=width).eval()
+
+
+def _fitted(seed: int, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    model = _model(seed, tuple(x.shape[1:]), width=0.05).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval().zero_grad(set_to_none=True)
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).all(), "fixture model failed to fit; the grid tests would be vacuous"
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +85,19 @@ def setup(tmp_path_factory):
         rows.append({"run": run, "source": "", "attack": "representation", "eps": float("nan"),
                      "metric": "pca_dims_99", "value": 3.0, "n": 30})
         pd.DataFrame(rows).to_parquet(results_dir / f"{run}.parquet")
+    trained = {}
+    for k, run in enumerate(TRAINED):
+        trained[run] = _fitted(k, x, y)
+        config = {"arch": "critic-fc", "in_shape": list(x.shape[1:]), "num_classes": CLASSES, "width": 0.05}
+        save_torch({"model": trained[run].state_dict(), "config": config}, runs_dir / run / "model.pt")
     return {"root": root, "data_dir": data_dir, "runs_dir": runs_dir, "results_dir": results_dir,
-            "x": x[:6], "y": y[:6], "model": _model(0, tuple(x.shape[1:]))}
+            "x": x[:6], "y": y[:6], "model": _model(0, tuple(x.shape[1:])), "trained": trained,
+            "per_class": _one_per_class(x, y)}
+
+
+def _one_per_class(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    first = [int((y == k).nonzero()[0]) for k in y.unique().tolist()]
+    return x[first], y[first]
 
 
 def test_random_direction_is_orthogonal_and_as_long_as_the_adversarial_one(setup):
@@ -219,6 +250,78 @@ def test_perturbation_profile_is_that_of_x_adv_minus_x_in_any_batching(setup):
     assert torch.equal(first.intra, again.intra)  # the seeded random start
 
 
+def test_targeted_grid_keeps_the_clean_diagonal_and_reaches_targets(setup):
+    model = setup["trained"]["tiny-t0"]
+    images, labels = setup["per_class"]
+    grid = targeted_grid(model, images, labels, CLASSES, step_clip=0.5, steps=30, confidence="clean", batch_size=32)
+    rows = len(images)
+    assert rows >= 8 and grid.images.shape == (rows, CLASSES, *images.shape[1:])
+    assert grid.predicted.shape == grid.confidence.shape == grid.reached.shape == (rows, CLASSES)
+    attacked = grid.off_diagonal
+    assert int((~attacked).sum()) == rows and not grid.reached[~attacked].any()
+    for r in range(rows):
+        assert torch.equal(grid.images[r, labels[r]], images[r])
+        assert grid.predicted[r, labels[r]] == labels[r]
+    with torch.no_grad():
+        p = model(grid.images.flatten(0, 1)).softmax(1).view(rows, CLASSES, CLASSES)
+        clean = model(images).softmax(1).amax(1)
+    assert torch.allclose(grid.target_confidence, clean) and torch.allclose(grid.confidence, p.amax(2))
+    columns = torch.arange(CLASSES).expand(rows, CLASSES)
+    target_p = p.gather(2, columns.unsqueeze(2)).squeeze(2)
+    # reached: predicted as the column's class with at least the source's clean confidence
+    assert torch.equal(grid.predicted[grid.reached], columns[grid.reached])
+    assert (target_p[grid.reached] >= clean.unsqueeze(1).expand(rows, CLASSES)[grid.reached] - 1e-6).all()
+    missed = attacked & ~grid.reached
+    assert ((grid.predicted[missed] != columns[missed]) | (target_p[missed] < clean.unsqueeze(1).expand_as(
+        target_p)[missed] + 1e-6)).all()
+    assert grid.reached.sum() >= attacked.sum() // 2
+    assert (grid.images[attacked] != images.unsqueeze(1).expand_as(grid.images)[attacked]).flatten(1).any(1).all()
+
+
+def test_targeted_grid_cells_are_those_of_one_attack_call_per_pair(setup):
+    # float64: a batch's rounding then cannot decide whether a step is the last
+    model = copy.deepcopy(setup["trained"]["tiny-t1"]).double()
+    images, labels = setup["per_class"]
+    images = images[:3].double()
+    labels = labels[:3]
+    grid = targeted_grid(model, images, labels, CLASSES, step_clip=0.5, steps=20, confidence=0.9, batch_size=7)
+    for r in range(len(images)):
+        for k in range(CLASSES):
+            alone = high_confidence_targeted(model, images[r:r + 1], labels[r:r + 1], torch.tensor([k]),
+                                             step_clip=0.5, steps=20, confidence=0.9)
+            # on the diagonal the fixed C = 0.9 may push the clean image further: the grid keeps it clean
+            expected = images[r] if k == labels[r] else alone[0]
+            assert torch.allclose(grid.images[r, k], expected, atol=1e-12), (r, k)
+    assert (grid.target_confidence == 0.9).all()
+    assert (grid.confidence[grid.reached] >= 0.9).all()
+
+
+@pytest.mark.parametrize("confidence", ["clean", 0.7])
+def test_explicit_targets_equal_the_closest_boundary_attack_where_they_agree(setup, confidence):
+    model = setup["trained"]["tiny-t0"]
+    x, y = data.load_split(setup["data_dir"], "test")
+    x, y = x[:12], y[:12].clone()
+    y[:2] = (y[:2] + 1) % CLASSES  # misclassified: both return them unchanged
+    settings = {"step_clip": 0.3, "steps": 15, "confidence": confidence}
+    closest = closest_boundary_target(model, x, y)
+    untargeted = run_attack("high_confidence", model, x, y, **settings)
+    assert torch.equal(high_confidence_targeted(model, x, y, closest, **settings), untargeted)
+    assert torch.equal(untargeted[:2], x[:2])
+    # the registered attack is still Algorithm 1 towards the closest boundary, as before targets were added
+    logits, target = _logits_and_targets(model, x, y)
+    c = logits.softmax(1).amax(1) if confidence == "clean" else torch.full((len(x),), confidence)
+    loop, _ = _attack_loop(model, x, target, c, logits.argmax(1) == y, steps=15, step_clip=0.3, ste_slope=0.0,
+                           differentiable=False)
+    assert torch.equal(untargeted, loop)
+    other = (closest + 1) % CLASSES
+    other = torch.where(other == y, (other + 1) % CLASSES, other)
+    assert not torch.equal(high_confidence_targeted(model, x, y, other, **settings)[2:], untargeted[2:])
+    with pytest.raises(ValueError, match="class indices"):
+        high_confidence_targeted(model, x, y, torch.full_like(y, CLASSES), **settings)
+    with pytest.raises(TypeError, match="long tensor"):
+        high_confidence_targeted(model, x, y, closest[:3], **settings)
+
+
 ENTRIES = {
     "loss_surface": {"eps": 0.3, "grid": 5, "examples": 2, "batch_size": 64},
     "input_jacobians": {"examples": 3},
@@ -227,6 +330,8 @@ ENTRIES = {
                                 "attacks": [{"name": "fgsm", "eps": 0.3},
                                             {"name": "pgd", "eps": 0.3, "steps": 3, "step_size": 0.1,
                                              "random_start": True}]},
+    # one model: two 10 × 10 grids drawn twice take ~10 s (the stage's two-model layout is the same loop)
+    "targeted_grid": {"runs": {"tiny-t0": "T0"}, "step_clip": 0.5, "steps": 10, "batch_size": 32},
 }
 
 
@@ -301,7 +406,33 @@ def test_perturbation_covariance_settings_errors_name_the_key(setup, tmp_path):
                           setup["runs_dir"], setup["results_dir"], setup["data_dir"], tmp_path / "x.png")
 
 
-@pytest.mark.parametrize("study", ["chan2020", "bashivan2021", "roth2018"])
+def test_targeted_grid_settings_errors_name_the_key(setup, tmp_path):
+    def draw(**changes):
+        return draw_study_figure(_params("targeted_grid", **changes), "study_figures.fig", setup["runs_dir"],
+                                 setup["results_dir"], setup["data_dir"], tmp_path / "x.png")
+
+    params = _params("targeted_grid")
+    del params["study_figures"]["fig"]["step_clip"]
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.step_clip': missing"):
+        draw_study_figure(params, "study_figures.fig", setup["runs_dir"], setup["results_dir"], setup["data_dir"],
+                          tmp_path / "x.png")
+    for field, value in (("step_clip", 0), ("step_clip", "0.1"), ("steps", 0), ("steps", 2.5),
+                         ("confidence", "high"), ("confidence", 1.5), ("confidence", 0), ("batch_size", 0)):
+        with pytest.raises(ConfigError, match=rf"study_figures\.fig\.{field}'"):
+            draw(**{field: value})
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.runs': a targeted_grid figure draws at most 2"):
+        draw(runs={**TRAINED, **RUNS})
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.eps': unknown key"):
+        draw(eps=0.3)
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.step_clip': unknown key"):
+        draw_study_figure(_params("input_jacobians", step_clip=0.1), "study_figures.fig", setup["runs_dir"],
+                          setup["results_dir"], setup["data_dir"], tmp_path / "x.png")
+    figure = parse_study_figure(_params("targeted_grid", confidence=0.95)["study_figures"]["fig"], "f")
+    assert figure.settings == {"batch_size": 32, "step_clip": 0.5, "steps": 10, "confidence": 0.95}
+    assert parse_study_figure(_params("targeted_grid")["study_figures"]["fig"], "f").settings["confidence"] == "clean"
+
+
+@pytest.mark.parametrize("study", ["chan2020", "bashivan2021", "roth2018", "matyasko2018"])
 def test_study_files_figures_parse_and_name_runs_of_the_study(study):
     params = yaml.safe_load((REPO / "studies" / f"{study}.yaml").read_text())
     assert params["study_figures"]

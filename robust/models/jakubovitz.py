@@ -33,12 +33,20 @@ class JakubovitzMnistNet(nn.Module):
             nn.init.trunc_normal_(layer.weight, std=0.1, a=-0.2, b=0.2)
             nn.init.constant_(layer.bias, 0.1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The representation the last layer reads (after dropout): E of representation defenses (AFD)."""
         x = self.normalize(x)
         x = self.pool(torch.relu(self.conv1(x)))
         x = self.pool(torch.relu(self.conv2(x)))
-        x = self.dropout(torch.relu(self.fc1(x.flatten(1))))
-        return self.fc2(x)
+        return self.dropout(torch.relu(self.fc1(x.flatten(1))))
+
+    @property
+    def head(self) -> nn.Linear:
+        # a property, not a second registration of fc2: checkpoints keep their keys
+        return self.fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.embed(x))
 
     def l2_weights(self) -> list[torch.Tensor]:
         """Weights the official code puts under its 1e-3·l2_loss penalty (all but the last layer)."""

@@ -123,7 +123,7 @@ def cell_flagged(results: pd.DataFrame, run: str, column: Column) -> bool:
     return bool((column.matches(failed) | failed.metric.isin(RUN_WIDE)).any())
 
 
-def _fmt(value: float | None, digits: int, flagged: bool = False, spread: float | None = None) -> str:
+def format_cell(value: float | None, digits: int, flagged: bool = False, spread: float | None = None) -> str:
     text = "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
     if spread is not None and value is not None and not math.isnan(value):
         text += f" ± {spread:.{digits}f}"
@@ -154,8 +154,8 @@ def render_table(table: Table, results: pd.DataFrame) -> str:
             ours, spread = cell_stats(results, row.run_ids, column)
             flagged = ours is not None and any(cell_flagged(results, run, column) for run in row.run_ids)
             diff = None if ours is None or paper is None else ours - paper
-            line += [_fmt(ours, column.digits, flagged, spread),
-                     NOT_IN_TEXT if paper is None else _fmt(paper, column.digits), _fmt(diff, column.digits)]
+            line += [format_cell(ours, column.digits, flagged, spread),
+                     NOT_IN_TEXT if paper is None else format_cell(paper, column.digits), format_cell(diff, column.digits)]
         line.append(_provenance(row, results))
         body.append(line)
     status = table_status(table, results)

@@ -1,0 +1,139 @@
+"""The cross-paper leaderboard: ranking, the transfer column, flags and the training-cost ratio."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from click.testing import CliRunner
+
+from robust.leaderboard import COLUMNS, leaderboard_frame, render_leaderboard, write_leaderboards
+from robust.params import lookup
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows(defense, *, clean, pgd, autoattack, transfer, dataset="digits", autoattack_check=1.0):
+    run = f"leaderboard-{defense}"
+    meta = {"run": run, "study": "leaderboard", "dataset": dataset, "arch": "jakubovitz-mnist", "defense": defense,
+            "profile": "smoke", "seed": 0, "source": "", "label": "", "norm": "", "eps": math.nan, "steps": -1,
+            "n": 100}
+    linf = {**meta, "norm": "linf", "eps": 0.3}
+    return [
+        {**meta, "attack": "clean", "metric": "accuracy", "value": clean},
+        {**linf, "attack": "fgsm", "metric": "accuracy", "value": pgd + 0.1},
+        {**linf, "attack": "pgd", "steps": 10, "metric": "accuracy", "value": pgd},
+        {**meta, "attack": "pgd", "norm": "l2", "eps": 2.0, "steps": 10, "metric": "accuracy", "value": pgd / 2},
+        {**linf, "attack": "autoattack", "metric": "accuracy", "value": autoattack},
+        {**linf, "attack": "autoattack", "metric": "check_autoattack_le_pgd", "value": autoattack_check},
+        {**meta, "attack": "deepfool", "norm": "l2", "steps": 50, "metric": "rho_adv", "value": 0.2},
+        {**meta, "attack": "cw", "norm": "l2", "steps": 50, "metric": "rho_adv", "value": 0.15},
+        # the transfer stage's row: examples crafted on the standard model, classified by this one
+        {**linf, "attack": "pgd", "steps": 10, "label": "pgd-transfer", "source": "leaderboard-standard",
+         "metric": "accuracy", "value": transfer},
+    ]
+
+
+def _results(**overrides):
+    rows = (_rows("standard", clean=0.98, pgd=0.0, autoattack=0.0, transfer=0.0)
+            + _rows("at", clean=0.95, pgd=0.80, autoattack=0.75, transfer=0.90)
+            + _rows("jarn", clean=0.97, pgd=0.30, autoattack=0.40, transfer=0.60, **overrides))
+    return pd.DataFrame(rows)
+
+
+def test_rows_are_ranked_by_autoattack_then_pgd_and_read_every_column():
+    results = _results()
+    runs = ["leaderboard-at", "leaderboard-jarn", "leaderboard-standard"]
+    frame = leaderboard_frame(results, runs, {"leaderboard-standard": 2.0, "leaderboard-at": 20.0})
+    assert list(frame.defense) == ["at", "jarn", "standard"]
+    at = frame.iloc[0]
+    assert at["clean %"] == 95.0 and at["PGD-L∞ %"] == 80.0 and at["PGD-L2 %"] == 40.0
+    assert at["AutoAttack %"] == 75.0 and at["FGSM %"] == 90.0
+    assert at["PGD-L∞ from standard %"] == 90.0  # the transfer row, not the white-box PGD
+    assert at["DeepFool ρ_adv ×10²"] == 20.0 and at["C&W ρ_adv ×10²"] == 15.0
+    assert at["cost"] == 10.0 and frame.iloc[2]["cost"] == 1.0
+    assert math.isnan(frame.iloc[1]["cost"])  # JARN's cost was not measured
+
+
+def test_rendered_page_flags_a_failed_check_and_marks_missing_values():
+    results = _results(autoattack_check=0.0)
+    text = render_leaderboard(results, "digits", {"leaderboard-standard": 2.0, "leaderboard-at": 3.0})
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:2] == ["#", "defense"] and header[2:-1] == [column.label for column in COLUMNS]
+    jarn = [cell.strip() for cell in next(line for line in lines if "| jarn " in line).strip("|").split("|")]
+    assert jarn[0] == "2"
+    assert jarn[header.index("AutoAttack %")] == "40.00 ⚠"
+    assert jarn[header.index("clean %")] == "97.00"  # clean cells are never flagged
+    assert jarn[-1] == "—"
+    at = [cell.strip() for cell in next(line for line in lines if "| at " in line).strip("|").split("|")]
+    assert at[-1] == "1.50"
+    assert "reduced scale" in text
+
+
+def test_one_page_per_dataset_and_an_index(tmp_path):
+    results = pd.concat([_results(), pd.DataFrame(_rows("standard", clean=0.9, pgd=0.0, autoattack=0.0,
+                                                         transfer=0.0, dataset="mnist10k"))])
+    costs = tmp_path / "costs"
+    costs.mkdir()
+    (costs / "leaderboard-standard.json").write_text(json.dumps({"seconds_per_epoch": 4.0, "epochs_timed": 2}))
+    (costs / "leaderboard-at.json").write_text(json.dumps({"seconds_per_epoch": 10.0, "epochs_timed": 2}))
+    bases = {f"leaderboard-{name}": f"leaderboard-{name}" for name in ("standard", "at", "jarn")}
+    written = write_leaderboards(results, bases, costs, tmp_path / "out")
+    assert [path.name for path in written] == ["leaderboard-digits.md", "leaderboard-mnist10k.md"]
+    assert "2.50" in written[0].read_text()
+    index = (tmp_path / "out" / "README.md").read_text()
+    assert "(leaderboard-digits.md)" in index and "(leaderboard-mnist10k.md)" in index
+
+
+def test_no_leaderboard_runs_still_writes_the_index(tmp_path):
+    results = pd.DataFrame(_rows("standard", clean=0.9, pgd=0.0, autoattack=0.0, transfer=0.0)).assign(study="other")
+    assert write_leaderboards(results, {}, tmp_path, tmp_path / "out") == []
+    assert "No leaderboard runs" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_the_study_trains_every_defense_on_one_network_with_one_budget():
+    params = yaml.safe_load((ROOT / "studies/leaderboard.yaml").read_text())
+    bases = params["leaderboard"]["bases"]
+    defenses = {name: base["defense"]["name"] for name, base in bases.items()}
+    assert set(defenses.values()) == {"none", "at", "trades", "input_gradient", "cross_lipschitz", "jacobian", "jarn",
+                                      "sgr", "gn", "critic", "afd"}
+    assert len({base["arch"] for base in bases.values()}) == 1
+    assert len({json.dumps(base["profiles"], sort_keys=True) for base in bases.values()}) == 1
+    assert {base["seed"] for base in bases.values()} == {0}
+    # the standard model crafts the transfer examples; every run is evaluated as trained
+    for run, fields in params["runs"].items():
+        assert lookup(params, fields["finetune_key"]) == {"epochs": 0}
+        assert fields["attack_key"] == ("leaderboard.attack_source" if run == "leaderboard-standard"
+                                        else "leaderboard.attack")
+
+
+def test_the_stage_reads_the_index_results_and_costs(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("leaderboard_stage", ROOT / "stages" / "leaderboard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.chdir(ROOT)  # the index (dvc.yaml vars, study files) maps each run to its base
+    results = tmp_path / "results.parquet"
+    _results().to_parquet(results)
+    costs = tmp_path / "costs"
+    costs.mkdir()
+    for base, seconds in (("leaderboard-standard", 2.0), ("leaderboard-jarn", 5.0)):
+        (costs / f"{base}.json").write_text(json.dumps({"seconds_per_epoch": seconds, "epochs_timed": 8}))
+    result = CliRunner().invoke(module.main, ["--results", str(results), "--costs", str(costs), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "leaderboard-digits.md").read_text()
+    jarn = next(line for line in page.splitlines() if "| jarn " in line)
+    assert jarn.strip("| ").split("|")[-1].strip() == "2.50"
+
+
+def test_report_prints_a_leaderboard_and_names_the_existing_ones(tmp_path):
+    from robust.cli import cli
+
+    write_leaderboards(_results(), {}, tmp_path / "costs", tmp_path / "metrics" / "leaderboard")
+    metrics = str(tmp_path / "metrics")
+    shown = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "leaderboard-digits"])
+    assert shown.exit_code == 0 and "| at " in shown.output, shown.output
+    unknown = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "leaderboard-cifar10"])
+    assert unknown.exit_code != 0 and "leaderboard-digits" in unknown.output
