@@ -137,3 +137,12 @@ def test_report_prints_a_leaderboard_and_names_the_existing_ones(tmp_path):
     assert shown.exit_code == 0 and "| at " in shown.output, shown.output
     unknown = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "leaderboard-cifar10"])
     assert unknown.exit_code != 0 and "leaderboard-digits" in unknown.output
+
+
+def test_ties_under_autoattack_go_to_the_next_columns():
+    results = _results()
+    results.loc[results.attack == "autoattack", "value"] = 0.0
+    results.loc[(results.attack == "pgd") & (results.label == ""), "value"] = 0.0
+    results.loc[(results.run == "leaderboard-standard") & (results.attack == "deepfool"), "value"] = 0.5
+    frame = leaderboard_frame(results, ["leaderboard-at", "leaderboard-jarn", "leaderboard-standard"], {})
+    assert list(frame.defense) == ["standard", "at", "jarn"]  # DeepFool ρ_adv decides

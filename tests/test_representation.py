@@ -167,10 +167,14 @@ def test_the_attack_stage_appends_representation_rows(tmp_path):
     assert set(frame[frame.attack == "fgsm"].metric) >= {"accuracy"}  # the suite's rows are still there
 
 
-def test_the_attack_stage_refuses_a_model_without_an_embedding(tmp_path):
+def test_the_attack_stage_refuses_a_model_without_an_embedding(tmp_path, monkeypatch):
+    from robust.models import ARCHS
     from robust.pipeline import attack_run
 
-    params = _workspace(tmp_path, "jakubovitz-mnist")
+    # every registered architecture has an embedding: one without, for this test only
+    monkeypatch.setitem(ARCHS._entries, "unsplit", lambda *, in_shape, num_classes, width: nn.Sequential(
+        nn.Flatten(), nn.Linear(784, num_classes), nn.ReLU()))
+    params = _workspace(tmp_path, "unsplit")
     with pytest.raises(ConfigError, match=r"attack\.representation'"):
         attack_run(params, "attack", tmp_path / "run", tmp_path / "prepared", tmp_path / "rows.parquet",
                    tmp_path / "adv.pt")
