@@ -25,6 +25,8 @@ def _rows(defense, *, clean, pgd, autoattack, transfer, dataset="digits", autoat
         {**meta, "attack": "clean", "metric": "accuracy", "value": clean},
         {**linf, "attack": "fgsm", "metric": "accuracy", "value": pgd + 0.1},
         {**linf, "attack": "pgd", "steps": 10, "metric": "accuracy", "value": pgd},
+        # the attack stage's large-ε sanity PGD: not a cell of the leaderboard
+        {**linf, "attack": "pgd", "eps": 0.5, "steps": 20, "metric": "accuracy", "value": 0.0},
         {**meta, "attack": "pgd", "norm": "l2", "eps": 2.0, "steps": 10, "metric": "accuracy", "value": pgd / 2},
         {**linf, "attack": "autoattack", "metric": "accuracy", "value": autoattack},
         {**linf, "attack": "autoattack", "metric": "check_autoattack_le_pgd", "value": autoattack_check},
@@ -64,7 +66,7 @@ def test_rendered_page_flags_a_failed_check_and_marks_missing_values():
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert header[:2] == ["#", "defense"] and header[2:-1] == [column.label for column in COLUMNS]
     jarn = [cell.strip() for cell in next(line for line in lines if "| jarn " in line).strip("|").split("|")]
-    assert jarn[0] == "2"
+    assert jarn[0] == "3"  # questioned: below the trusted rows
     assert jarn[header.index("AutoAttack %")] == "40.00 ⚠"
     assert jarn[header.index("clean %")] == "97.00"  # clean cells are never flagged
     assert jarn[-1] == "—"
@@ -146,3 +148,11 @@ def test_ties_under_autoattack_go_to_the_next_columns():
     results.loc[(results.run == "leaderboard-standard") & (results.attack == "deepfool"), "value"] = 0.5
     frame = leaderboard_frame(results, ["leaderboard-at", "leaderboard-jarn", "leaderboard-standard"], {})
     assert list(frame.defense) == ["standard", "at", "jarn"]  # DeepFool ρ_adv decides
+
+
+def test_a_row_the_sanity_checks_question_ranks_below_the_trusted_ones():
+    results = _results(autoattack_check=0.0)  # JARN's AutoAttack cell is questioned
+    results.loc[(results.run == "leaderboard-jarn") & (results.attack == "autoattack")
+                & (results.metric == "accuracy"), "value"] = 0.99
+    frame = leaderboard_frame(results, ["leaderboard-at", "leaderboard-jarn", "leaderboard-standard"], {})
+    assert list(frame.defense) == ["at", "standard", "jarn"]
