@@ -34,14 +34,20 @@ def trained_classifier(n_test: int, min_accuracy: float) -> tuple[nn.Module, tor
             nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
             nn.Linear(8 * 64, 32), nn.ReLU(), nn.Linear(32, N_CLASSES),
         )
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x_train), y_train).backward()
-        opt.step()
-    model.eval().zero_grad(set_to_none=True)
+    fit(model, x_train, y_train, steps=100)
     assert accuracy(model, x_test, y_test) > min_accuracy, "fixture model failed to train; tests would be vacuous"
     return model, x_test, y_test
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, lr: float = 1e-2) -> nn.Module:
+    """Full-batch Adam on the cross-entropy; returns the model in eval mode with no gradients left."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval().zero_grad(set_to_none=True)
+    return model
 
 
 def fit_with_defense(model: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor, *, steps: int,

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
+from prototypes import fit
 
 from robust import data
 from robust.errors import ConfigError
@@ -53,13 +54,7 @@ def _model(seed: int, shape=(1, 28, 28), width: float = 0.02) -> torch.nn.Module
 
 
 def _fitted(seed: int, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
-    model = _model(seed, tuple(x.shape[1:]), width=0.05).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval().zero_grad(set_to_none=True)
+    model = fit(_model(seed, tuple(x.shape[1:]), width=0.05).train(), x, y, steps=150)
     with torch.no_grad():
         assert (model(x).argmax(1) == y).all(), "fixture model failed to fit; the grid tests would be vacuous"
     return model
