@@ -26,6 +26,11 @@ Metrics per attack (and per ε of a sweep):
   under accuracy-vs-ε over the grid, divided by the grid's width so that a model accurate at
   every ε scores 1 (AFD Table 2: "normalized to have a maximum allowable value of 1").
 
+A minimal-perturbation attack (no ε of its own) may carry ``budgets: [ε, ...]``: its δ is cut to
+each ε-ball of its norm (L2: rescaled, L∞: clamped; Foolbox 3's reading of a minimisation attack
+at given epsilons, which AFD's Table 2 used for DDN, DeepFool and C&W) and the model re-evaluated
+there, giving ``accuracy`` rows at each ε and an ``auc`` over them from one run of the attack.
+
 An entry may carry a ``label`` (e.g. ``lrc-decay8``): two entries of one attack that differ
 only in settings other than norm, ε and steps must be told apart by one.
 
@@ -38,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 import torch
@@ -52,6 +57,7 @@ from robust.attacks import (
     norm_of,
     run_attack,
 )
+from robust.attacks.base import project_l2, project_linf
 from robust.errors import ConfigError, MissingExtra
 from robust.jacobian_norms import jacobian_norms, logits_and_jacobian, norms_from_jacobian
 from robust.params import require_mapping
@@ -60,6 +66,7 @@ from robust.saliency import alignment_from_jacobian
 log = logging.getLogger(__name__)
 BUDGET_TOLERANCE = 1e-5
 NORM_ORDER = {"linf": float("inf"), "l2": 2.0, "l1": 1.0}
+BALL_PROJECTIONS = {"l2": project_l2, "linf": project_linf}
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class AttackSpec:
     settings: dict = field(default_factory=dict)
     sweep: int | None = None
     label: str = ""  # tells apart entries of one attack that differ in other settings than norm/ε/steps
+    budgets: tuple[float, ...] = ()  # minimal-perturbation attacks: the ε-balls δ is also cut to
 
     @property
     def norm(self) -> str:
@@ -103,11 +111,14 @@ def parse_suite(suite: object, key: str = "attack.suite") -> list[AttackSpec]:
         entry = require_mapping(entry, entry_key)
         name = entry.pop("name", None)
         label = entry.pop("label", "")
+        budgets = entry.pop("budgets", None)
         if not isinstance(label, str):
             raise ConfigError(f"{entry_key}.label", f"must be a string, got {label!r}")
         check_settings(name, entry, key=entry_key)
+        if budgets is not None:
+            budgets = _check_budgets(budgets, name, norm_of(name, entry), f"{entry_key}.budgets")
         for settings, sweep in _expand_sweep(entry, entry_key, index):
-            spec = AttackSpec(name, settings, sweep, label)
+            spec = AttackSpec(name, settings, sweep, label, budgets or ())
             if "eps" in settings:
                 _check_eps(settings["eps"], spec.norm, f"{entry_key}.eps")
             if any(other.identity == spec.identity for other in specs):
@@ -130,6 +141,21 @@ def _expand_sweep(entry: dict, key: str, index: int) -> list[tuple[dict, int | N
     if len(set(grid)) != len(grid):
         raise ConfigError(f"{key}.eps", f"a sweep's ε values must be distinct, got {list(grid)}")
     return [({**entry, **{name: values[i] for name, values in lists.items()}}, index) for i in range(len(grid))]
+
+
+def _check_budgets(budgets: object, name: str, norm: str, key: str) -> tuple[float, ...]:
+    if name not in MINIMAL_PERTURBATION:
+        raise ConfigError(key, f"only minimal-perturbation attacks take budgets ({name} has an ε: sweep "
+                          "its eps list instead)", sorted(MINIMAL_PERTURBATION))
+    if norm not in BALL_PROJECTIONS:
+        raise ConfigError(key, f"budgets are cut to L2 or L∞ balls, and {name} minimises {norm}")
+    if not isinstance(budgets, (list, tuple)) or not budgets:
+        raise ConfigError(key, f"must be a non-empty list of ε values, got {budgets!r}")
+    for value in budgets:
+        _check_eps(value, norm, key)
+    if len(set(budgets)) != len(budgets):
+        raise ConfigError(key, f"the ε values must be distinct, got {list(budgets)}")
+    return tuple(float(value) for value in budgets)
 
 
 def _check_eps(eps: object, norm: str, key: str) -> None:
@@ -157,6 +183,8 @@ class Outcome:
     x_adv: torch.Tensor | None = None  # kept only when asked for (transfer attacks)
     # per-point ‖J‖_F at x_adv by kind (minimal-perturbation attacks only: Jakubovitz Table 1)
     jacobian: dict[str, torch.Tensor] = field(default_factory=dict)
+    # minimal-perturbation attacks with budgets: ε → correct both clean and at x + δ cut to the ε-ball
+    robust_within: dict[float, torch.Tensor] = field(default_factory=dict)
 
 
 def _check_budget(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor) -> None:
@@ -184,12 +212,15 @@ def attack_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
     """Run one attack over all points in batches and record what it did to each."""
     device = next(model.parameters()).device
     robust, norms, kept, jacobians = [], [], [], []
+    within = {eps: [] for eps in spec.budgets}
     for xb, yb in tqdm(_batches(x, y, batch_size), desc=spec.name, leave=False):
         xb, yb = xb.to(device), yb.to(device)
         x_adv = run_attack(spec.name, model, xb, yb, generator=generator, **spec.settings)
         _check_budget(spec, xb, x_adv)
         with torch.no_grad():
             robust.append((model(x_adv).argmax(1) == yb).cpu())
+            for eps, kept_robust in within.items():
+                kept_robust.append((model(cut_to_budget(spec, xb, x_adv, eps)).argmax(1) == yb).cpu())
         norms.append(torch.linalg.vector_norm((x_adv - xb).flatten(1), ord=NORM_ORDER[spec.norm], dim=1).cpu())
         if keep:
             kept.append(x_adv.cpu())
@@ -197,7 +228,16 @@ def attack_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
             jacobians.append(jacobian_norms(model, x_adv))
     robust = correct & torch.cat(robust)
     return Outcome(spec, robust, correct & ~robust, torch.cat(norms), torch.cat(kept) if keep else None,
-                   _cat_by_kind(jacobians))
+                   _cat_by_kind(jacobians), {eps: correct & torch.cat(values) for eps, values in within.items()})
+
+
+def cut_to_budget(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
+    """x + δ cut to the ε-ball of the attack's norm (inside the box: it lies between x and x_adv)."""
+    x_cut = x + BALL_PROJECTIONS[spec.norm](x_adv - x, eps)
+    worst = torch.linalg.vector_norm((x_cut - x).flatten(1), ord=NORM_ORDER[spec.norm], dim=1).max().item()
+    if worst > eps + BUDGET_TOLERANCE:
+        raise AssertionError(f"attack {spec.name}: δ cut to ε = {eps} has ‖δ‖ ({spec.norm}) = {worst:.6f}")
+    return x_cut
 
 
 def _cat_by_kind(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -217,6 +257,20 @@ def outcome_rows(outcome: Outcome, x: torch.Tensor, correct: torch.Tensor) -> li
         size = torch.linalg.vector_norm(x.flatten(1), ord=NORM_ORDER[spec.norm], dim=1).clamp_min(1e-12)
         rows.append(_row(spec, "rho_adv", (outcome.norms * correct / size).mean(), n))
     rows += [_row(spec, kind, values.mean(), n) for kind, values in outcome.jacobian.items()]
+    return rows + budget_rows(outcome)
+
+
+def budget_rows(outcome: Outcome) -> list[dict]:
+    """Accuracy at each budget of a minimal-perturbation attack, and the AUC over them."""
+    if not outcome.robust_within:
+        return []
+    spec, n = outcome.spec, len(outcome.robust)
+    accuracy = {eps: robust.float().mean() for eps, robust in outcome.robust_within.items()}
+    rows = [_row(replace(spec, settings={**spec.settings, "eps": eps}), "accuracy", value, n)
+            for eps, value in accuracy.items()]
+    if len(accuracy) > 1:
+        rows.append(_row(spec, "auc", torch.tensor(sweep_auc(list(accuracy), [a.item() for a in accuracy.values()])),
+                         n))
     return rows
 
 

@@ -13,11 +13,20 @@ the way the AFD defense splits it (``embedding_and_head``: ``model.embed`` of th
   ``pca_dims_99``, the number of principal components of E(x) over the evaluated points that
   explain 99% of its variance; ``feature_dims`` (all dimensions) is stored beside them.
 
+- ``representation_angle`` (Table A7: "the cosine angle between representation perturbations due
+  to each attack to those from PGD-Linf", in radians): per point, arccos of the cosine between
+  E(x′_a) − E(x) of an attack a and E(x′_ref) − E(x) of the reference attack, averaged over the
+  points where both perturbations of E are non-zero (a point a minimal attack leaves unchanged has
+  no direction); ``n`` counts them. One row per attack, on that attack's own identity (name, label,
+  norm, ε, steps) with this metric, so that a table reads it like any attack's number.
+
 Params (``attack.representation`` of a run's attack config, optional): ``eps`` (a list, L∞,
 image units), ``steps`` and ``step_size`` (one number, or one per ε as in a sweep),
-``random_start`` (default true). Not in the text, chosen by the study: the ε grid and PGD's
-steps for Fig. 4. Rows use attack ``representation`` (norm ``linf`` and the ε for
-sensitivity; no norm or ε for the dimensionality) so no sanity check reads them as accuracy.
+``random_start`` (default true); ``angles`` (optional): ``reference`` (one attack, as a suite
+entry) and ``attacks`` (a suite). Not in the text, chosen by the study: the ε grid and PGD's
+steps for Fig. 4, and the attacks and budgets of Table A7. Sensitivity and dimensionality rows use
+attack ``representation`` (norm ``linf`` and the ε for sensitivity; no norm or ε for the
+dimensionality) so no sanity check reads them as accuracy.
 """
 
 from __future__ import annotations
@@ -31,9 +40,11 @@ from torch import nn
 from robust.attacks import run_attack
 from robust.defenses.rep_matching import embedding_and_head
 from robust.errors import ConfigError
+from robust.evaluate import AttackSpec, parse_suite
 
 ATTACK = "representation"
-KEYS = {"eps", "steps", "step_size", "random_start"}
+KEYS = {"eps", "steps", "step_size", "random_start", "angles"}
+ANGLE_KEYS = {"reference", "attacks"}
 VARIANCE = 0.99  # Table A5: PCA dimensions that explain 99% of the variance
 
 
@@ -43,6 +54,8 @@ class RepresentationSettings:
     steps: int
     step_size: tuple[float, ...]  # one per ε
     random_start: bool = True
+    angle_reference: AttackSpec | None = None  # Table A7: the attack whose E-perturbation the others are compared to
+    angle_attacks: tuple[AttackSpec, ...] = ()
 
 
 def _number(value: object) -> bool:
@@ -75,7 +88,23 @@ def parse_representation(config: object, key: str) -> RepresentationSettings:
     random_start = config.get("random_start", True)
     if not isinstance(random_start, bool):
         raise ConfigError(f"{key}.random_start", f"must be true or false, got {random_start!r}")
-    return RepresentationSettings(tuple(float(e) for e in eps), steps, tuple(float(s) for s in sizes), random_start)
+    reference, attacks = _angles(config.get("angles"), f"{key}.angles")
+    return RepresentationSettings(tuple(float(e) for e in eps), steps, tuple(float(s) for s in sizes), random_start,
+                                  reference, attacks)
+
+
+def _angles(config: object, key: str) -> tuple[AttackSpec | None, tuple[AttackSpec, ...]]:
+    if config is None:
+        return None, ()
+    if not isinstance(config, Mapping) or set(config) != ANGLE_KEYS:
+        raise ConfigError(key, f"must be a mapping {{reference: <attack>, attacks: [<attack>, ...]}}, got {config!r}")
+    reference = parse_suite([config["reference"]], f"{key}.reference")
+    if len(reference) != 1:
+        raise ConfigError(f"{key}.reference", "must be one attack at one ε, not a sweep")
+    attacks = parse_suite(config["attacks"], f"{key}.attacks")
+    if any(spec.budgets for spec in (*reference, *attacks)):
+        raise ConfigError(key, "budgets mean nothing here: each attack's own x′ is compared")
+    return reference[0], tuple(attacks)
 
 
 def check_splittable(model: nn.Module, key: str) -> None:
@@ -112,6 +141,45 @@ def sensitivity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: floa
         with torch.no_grad():
             values.append(normalized_change(embed(xb).flatten(1), embed(x_adv).flatten(1)).cpu())
     return torch.cat(values)
+
+
+def perturbation_angles(clean: torch.Tensor, reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """arccos of the cosine between other − clean and reference − clean, for the rows where both are non-zero."""
+    a, b = other - clean, reference - clean
+    norms = a.norm(dim=1) * b.norm(dim=1)
+    defined = norms > 0
+    cosine = (a[defined] * b[defined]).sum(dim=1) / norms[defined]
+    return torch.arccos(cosine.clamp(-1.0, 1.0))
+
+
+def _perturbed_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, batch_size: int,
+                        generator: torch.Generator) -> torch.Tensor:
+    embed, _ = embedding_and_head(model)
+    device = next(model.parameters()).device
+    values = []
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        x_adv = run_attack(spec.name, model, xb.to(device), yb.to(device), generator=generator, **spec.settings)
+        with torch.no_grad():
+            values.append(embed(x_adv).flatten(1).cpu())
+    return torch.cat(values)
+
+
+def angle_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, settings: RepresentationSettings,
+               *, batch_size: int, generator: torch.Generator) -> list[dict]:
+    """Table A7: the mean angle (radians) between each attack's and the reference's perturbation of E."""
+    if settings.angle_reference is None:
+        return []
+    reference = _perturbed_features(model, x, y, settings.angle_reference, batch_size=batch_size, generator=generator)
+    rows = []
+    for spec in settings.angle_attacks:
+        angles = perturbation_angles(h, reference, _perturbed_features(model, x, y, spec, batch_size=batch_size,
+                                                                       generator=generator))
+        value = angles.mean() if len(angles) else torch.tensor(float("nan"))
+        rows.append({"attack": spec.name, "label": spec.label, "norm": spec.norm,
+                     "eps": float("nan") if spec.eps is None else float(spec.eps),
+                     "steps": -1 if spec.steps is None else int(spec.steps), "metric": "representation_angle",
+                     "value": float(value), "n": len(angles)})
+    return rows
 
 
 def active_units(h: torch.Tensor, atol: float = 0.0) -> int:
@@ -154,4 +222,4 @@ def representation_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sett
         spread = change.std() if n > 1 else torch.tensor(float("nan"))
         rows += [_row("sensitivity", change.median(), n, eps=eps, steps=settings.steps),
                  _row("sensitivity_std", spread, n, eps=eps, steps=settings.steps)]
-    return rows
+    return rows + angle_rows(model, x, y, h, settings, batch_size=batch_size, generator=generator)

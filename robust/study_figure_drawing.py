@@ -32,6 +32,8 @@ MATRIX_CELL = 2.6
 JACOBIAN_COLOURS = "RdBu_r"  # red: raises p_y, blue: lowers it; white: no effect
 MATRIX_COLOURS = "viridis"
 COVARIANCE_PANEL = (7.0, 4.6)
+CURVE_PANEL = (4.6, 3.8)    # inches per accuracy-vs-ε panel
+CURVE_MARKERS = "osD^v<>ph*"
 GRID_CELL = (0.95, 1.1)  # inches per cell of the targeted grid: the image and its one-line title
 GRID_MARGINS = (0.45, 0.35, 0.75)  # inches: row labels (left), column labels (bottom), block caption (top)
 DIAGONAL_FRAME = "tab:blue"
@@ -330,4 +332,32 @@ def targeted_grids(grids: Mapping[str, TargetedGrid], path: str | Path, *, title
                                       va="center")
                     if r == rows - 1:
                         ax.set_xlabel(f"→ {classes[k]}", fontsize=8, labelpad=2)
+        return save_png(figure, path)
+
+
+def accuracy_curves_figure(curves: Mapping[str, Mapping[str, pd.Series]], path: str | Path, *, title: str) -> Path:
+    """Accuracy (%) against ε: one panel per attack (heading → curves), a line per model in each.
+
+    The models keep one colour and marker across the panels; the legend is in the first panel.
+    """
+    if not curves or any(not models for models in curves.values()):
+        raise ValueError("no panel or no model to draw")
+    width = max(len(curves) * CURVE_PANEL[0], 6.0)
+    title = _wrapped(title, width)
+    header = _header_height(title)
+    with default_style_figure((width, header + CURVE_PANEL[1])) as figure:
+        top, body = figure.subfigures(2, 1, height_ratios=[header, CURVE_PANEL[1]])
+        _header(top, title)
+        axes = body.subplots(1, len(curves), squeeze=False)[0]
+        for ax, (heading, models) in zip(axes, curves.items()):
+            for k, (name, curve) in enumerate(models.items()):
+                ax.plot(curve.index.to_numpy(), 100 * curve.to_numpy(), color=f"C{k}", marker=CURVE_MARKERS[k % len(
+                    CURVE_MARKERS)], markersize=4, label=name)
+            ax.set_title(heading, fontsize=9)
+            ax.set_xlabel("ε")
+            ax.set_ylabel("accuracy (%)")
+            ax.set_ylim(0, 101)
+            ax.grid(color="lightgrey", linewidth=0.6)
+        axes[0].legend(fontsize=7)
+        body.subplots_adjust(left=0.09 / len(curves) + 0.03, right=0.98, bottom=0.13, top=0.92, wspace=0.25)
         return save_png(figure, path)

@@ -1,4 +1,5 @@
-"""Figures of a study drawn from its runs: JARN Figs. 3 and 4, AFD Fig. 4, SGR Fig. 2, adversary critic Fig. 2.
+"""Figures of a study drawn from its runs: Jakubovitz Figs. 1–3, JARN Figs. 3 and 4, AFD Fig. 4, SGR Fig. 2,
+adversary critic Fig. 2.
 
 Each figure is an entry of ``study_figures`` in a study file (dvc.yaml's ``study-figures``
 stage iterates over them), with a ``kind``, the ``runs`` it compares (run → the label drawn)
@@ -32,6 +33,10 @@ and the kind's settings; ``draw_study_figure`` validates the entry, computes and
   targeted pairs go to the attack in batches of ``batch_size``. The paper's Fig. 2 is drawn with
   C&W-L2 at a confidence of at least 95% (its caption); the attack here is the paper's own, as in
   the study's Fig. 4 and Table 1.
+- ``accuracy_curves`` (Jakubovitz & Giryes 2018, Figs. 1–3: accuracy against ε under FGSM and
+  JSMA): per attack in ``panels`` (``robust.accuracy_curves``: the attack, and the norm, steps or
+  label that pick one of its settings), the white-box accuracy of each run at every ε of its suite,
+  read from the attack stage's rows, the clean accuracy at ε = 0. No model is loaded.
 
 The papers draw Figs. 3–4 of JARN on CIFAR-10 and AFD's on MNIST, CIFAR-10 and CIFAR-100; here
 they are drawn for the models the studies train (MNIST scale: MNIST, or the digits at the smoke
@@ -62,6 +67,7 @@ import pandas as pd
 import torch
 
 from robust import data
+from robust.accuracy_curves import accuracy_curves, parse_panels
 from robust.attacks.high_confidence import CLEAN, high_confidence_targeted
 from robust.errors import ConfigError
 from robust.evaluate import AttackSpec, fixed_subset, parse_suite
@@ -72,7 +78,7 @@ from robust.loss_surface import LossSurface, loss_surface
 from robust.params import check_keys, lookup, profile_settings, require_mapping, require_number, seed_of
 from robust.perturbation_structure import data_profile, perturbation_profile
 from robust.pipeline import device, load_model
-from robust.study_figure_drawing import (TargetedGrid, covariance_functions, jacobian_grid, loss_surface_grid,
+from robust.study_figure_drawing import (TargetedGrid, accuracy_curves_figure, covariance_functions, jacobian_grid, loss_surface_grid,
                                          sensitivity_and_gradients, targeted_grids)
 
 log = logging.getLogger(__name__)
@@ -84,6 +90,7 @@ KINDS = {
     "sensitivity_and_class_gradients": ({"batch_size"}, set()),
     "perturbation_covariance": ({"attacks", "data_split", "max_displacement", "batch_size"}, {"attacks"}),
     "targeted_grid": ({"step_clip", "steps", "confidence", "batch_size"}, {"step_clip"}),
+    "accuracy_curves": ({"panels"}, {"panels"}),
 }
 SINGLE_MODEL = {"perturbation_covariance"}
 MAX_RUNS = {"targeted_grid": 2}  # a K × K grid per model: more would not fit one page
@@ -143,6 +150,8 @@ def parse_study_figure(config: object, key: str) -> StudyFigure:
                                                               low=1, integer=True))
     if kind == "targeted_grid":
         settings.update(_targeted_attack_settings(config, key))
+    if kind == "accuracy_curves":
+        settings["panels"] = parse_panels(config["panels"], f"{key}.panels")
     return StudyFigure(kind, dict(runs), config["title"], config.get("note", ""), settings)
 
 
@@ -195,9 +204,12 @@ def draw_study_figure(params: Mapping, figure_key: str, runs_dir: Path, results_
     manifest = data.load_manifest(data_dir)
     scale = f"{profile} profile, {manifest.get('name', 'dataset')} ({len(y)} test points)"
     title = "\n".join([figure.title, scale] + ([figure.note] if figure.note else []))
+    options = figure.settings
+    if figure.kind == "accuracy_curves":
+        curves = accuracy_curves(Path(results_dir), figure.runs, options["panels"], figure_key)
+        return accuracy_curves_figure(curves, out, title=title + "\nwhite-box accuracy; ε = 0: clean accuracy")
     on = device(params)
     models = {label: _model(Path(runs_dir), run, figure_key, on) for run, label in figure.runs.items()}
-    options = figure.settings
     if figure.kind in ("loss_surface", "input_jacobians"):
         picked = choose_examples(y, torch.ones(len(y), dtype=torch.bool), options["examples"], seed)
         images, labels = x[picked], y[picked]

@@ -1,5 +1,5 @@
-"""DVC stage `study-figures`: one figure of a study drawn from several of its runs (JARN Figs. 3–4, AFD Fig. 4, SGR Fig. 2,
-adversary critic Fig. 2)."""
+"""DVC stage `study-figures`: one figure of a study drawn from several of its runs (Jakubovitz Figs. 1–3, JARN
+Figs. 3–4, AFD Fig. 4, SGR Fig. 2, adversary critic Fig. 2)."""
 
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from robust.study_figures import draw_study_figure
 @click.option("--runs", "runs_dir", required=True, type=click.Path(path_type=Path, exists=True),
               help="the folder of the runs' model.pt files (data/runs)")
 @click.option("--results", "results_dir", required=True, type=click.Path(path_type=Path, exists=True),
-              help="the attack stage's rows (data/results), for the representation sensitivity")
+              help="the attack stage's rows (data/results): accuracy curves, representation sensitivity")
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @stage

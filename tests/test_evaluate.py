@@ -108,3 +108,48 @@ def test_the_clean_pass_runs_the_model_forward_once_per_batch():
         handle.remove()
     assert len(calls) == 3  # 3 batches: predictions, ‖J‖_F and alignment share each batch's forward pass
     assert {row["metric"] for row in rows} == {"accuracy", "jacobian_fro", "jacobian_fro_softmax", "alignment"}
+
+
+# ---- budgets of minimal-perturbation attacks (AFD Table 2's DDN, DeepFool and C&W columns) ----
+
+def _rows_by_eps(rows, attack):
+    return {row["eps"]: row["value"] for row in rows if row["attack"] == attack and row["metric"] == "accuracy"
+            and row["eps"] == row["eps"]}
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_budgets_cut_the_minimal_perturbation_as_foolbox_clips_it(norm):
+    fb_distances = pytest.importorskip("foolbox.distances")
+    x, y = _data()
+    model = _linear_model()
+    budgets = [0.0, 0.02, 0.05, 0.1, 0.2] if norm == "linf" else [0.0, 0.1, 0.2, 0.4, 0.8]
+    suite = parse_suite([{"name": "deepfool", "norm": norm, "steps": 50, "budgets": budgets}])
+    result = evaluate(model, x, y, suite, batch_size=16, seed=0)
+    x_adv = evaluate_module.run_attack("deepfool", model, x, y, norm=norm, steps=50)
+    distance = fb_distances.linf if norm == "linf" else fb_distances.l2
+    expected = {}
+    for eps in budgets:  # Foolbox 3's own clipping of a minimisation attack's output at ε
+        clipped = distance.clip_perturbation(x, x_adv, eps)
+        expected[eps] = (model(clipped).argmax(1) == y).float().mean().item()
+    accuracy = _rows_by_eps(result.rows, "deepfool")
+    assert accuracy == pytest.approx(expected, abs=1e-6)
+    assert accuracy[0.0] == 1.0 and accuracy[budgets[-1]] < 0.5  # from clean to (nearly) the attack's own
+    auc = next(row["value"] for row in result.rows if row["metric"] == "auc")
+    assert auc == pytest.approx(evaluate_module.sweep_auc(budgets, [expected[e] for e in budgets]))
+    # the attack's own rows stay as without budgets
+    plain = evaluate(model, x, y, parse_suite([{"name": "deepfool", "norm": norm, "steps": 50}]), batch_size=16,
+                     seed=0).rows
+    def without_eps(rows):  # NaN ≠ NaN: compare the rows that have no ε with it dropped
+        return [{k: v for k, v in row.items() if k != "eps"} for row in rows if row["eps"] != row["eps"]]
+
+    assert without_eps(r for r in result.rows if r["metric"] != "auc") == without_eps(plain)
+
+
+def test_budgets_are_refused_where_they_mean_nothing():
+    with pytest.raises(ConfigError, match=r"suite\[0\]\.budgets': only minimal-perturbation attacks"):
+        parse_suite([{"name": "pgd", "eps": 0.3, "steps": 10, "step_size": 0.01, "budgets": [0.1, 0.2]}])
+    for budgets, message in (([], "non-empty list"), (0.3, "non-empty list"), ([0.1, 0.1], "distinct"),
+                             ([0.5, 2.0], r"\[0, 1\] for norm linf")):
+        with pytest.raises(ConfigError, match=rf"suite\[0\]\.budgets': .*{message}"):
+            parse_suite([{"name": "deepfool", "norm": "linf", "budgets": budgets}])
+    assert parse_suite([{"name": "cw", "budgets": [0, 2.5]}])[0].budgets == (0.0, 2.5)  # L2: ε may exceed 1

@@ -1,4 +1,5 @@
-"""AFD's representation analyses: sensitivity ‖E(x) − E(x′)‖/‖E(x)‖ and dimensionality of E(x)."""
+"""AFD's representation analyses: sensitivity ‖E(x) − E(x′)‖/‖E(x)‖, dimensionality of E(x), and the
+angles between the perturbations of E by different attacks (Table A7)."""
 
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from robust.representation import (
     normalized_change,
     parse_representation,
     pca_dims,
+    perturbation_angles,
     representation_rows,
     sensitivity,
 )
@@ -113,6 +115,47 @@ def test_rows_follow_the_results_schema(model, data):
     assert by_metric[("sensitivity", 0.3)]["norm"] == "linf" and by_metric[("sensitivity", 0.3)]["steps"] == 2
     # deterministic: its own seeded generator
     assert pd.DataFrame(rows).equals(pd.DataFrame(representation_rows(model, x, y, settings, batch_size=5, seed=0)))
+
+
+def test_perturbation_angles_are_arccos_of_the_cosine_where_both_move():
+    clean = torch.zeros(5, 2)
+    reference = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [2.0, 2.0]])
+    other = torch.tensor([[3.0, 0.0], [0.0, 2.0], [-1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    angles = perturbation_angles(clean, reference, other)  # row 3: the reference did not move E, no angle
+    assert angles == pytest.approx(torch.tensor([0.0, math.pi / 2, math.pi, math.pi / 4]), abs=1e-6)
+    shifted = perturbation_angles(clean + 5, reference + 5, other + 5)  # only the perturbations matter
+    assert shifted == pytest.approx(angles, abs=1e-5)
+
+
+def test_angle_rows_compare_each_attack_with_the_reference(model, data):
+    x, y = data
+    fgsm = {"name": "fgsm", "eps": 0.3}
+    settings = parse_representation({"eps": [0.3], "steps": 2, "step_size": 0.1, "angles": {
+        "reference": fgsm, "attacks": [fgsm, {"name": "fgm", "eps": 2.0}, {"name": "ddn", "steps": 5}]}},
+        "attack.representation")
+    rows = [row for row in representation_rows(model, x, y, settings, batch_size=5, seed=0)
+            if row["metric"] == "representation_angle"]
+    by_attack = {row["attack"]: row for row in rows}
+    assert list(by_attack) == ["fgsm", "fgm", "ddn"]
+    assert by_attack["fgsm"]["value"] == pytest.approx(0.0, abs=1e-3)  # the reference itself: FGSM is deterministic
+    assert 0.0 < by_attack["fgm"]["value"] < math.pi and by_attack["fgm"]["n"] == len(y)
+    assert (by_attack["fgm"]["norm"], by_attack["fgm"]["eps"]) == ("l2", 2.0)
+    assert math.isnan(by_attack["ddn"]["eps"]) and by_attack["ddn"]["steps"] == 5 and by_attack["ddn"]["n"] <= len(y)
+
+
+@pytest.mark.parametrize("angles, key", [
+    ([{"name": "fgsm", "eps": 0.3}], r"representation\.angles'"),
+    ({"reference": {"name": "fgsm", "eps": 0.3}}, r"representation\.angles'"),
+    ({"reference": {"name": "fgsm", "eps": [0.1, 0.3]}, "attacks": [{"name": "fgsm", "eps": 0.1}]},
+     r"representation\.angles\.reference'"),
+    ({"reference": {"name": "fgsm", "eps": 0.3}, "attacks": [{"name": "fgsn", "eps": 0.1}]},
+     r"representation\.angles\.attacks\[0\]"),
+    ({"reference": {"name": "fgsm", "eps": 0.3}, "attacks": [{"name": "ddn", "budgets": [0, 1]}]},
+     r"representation\.angles': budgets"),
+])
+def test_bad_angle_settings_name_their_key(angles, key):
+    with pytest.raises(ConfigError, match=key):
+        parse_representation({"eps": [0.3], "steps": 2, "step_size": 0.1, "angles": angles}, "attack.representation")
 
 
 @pytest.mark.parametrize("config, key", [

@@ -1,4 +1,4 @@
-"""Tests for the study figures: JARN Figs. 3–4 (loss surfaces, input Jacobians), AFD Fig. 4, SGR Fig. 2,
+"""Tests for the study figures: Jakubovitz Figs. 1–3 (accuracy curves), JARN Figs. 3–4 (loss surfaces, input Jacobians), AFD Fig. 4, SGR Fig. 2,
 the adversary critic's Fig. 2 (targeted grid).
 
 Tiny fully-connected models on a few digits images, prepared and saved in a temporary folder in
@@ -9,7 +9,8 @@ scale), the covariance functions of SGR Fig. 2 on noise of known structure (whit
 below a pixel; Gaussian-smoothed: about 2σ; box-smoothed: longer with the box), the targeted grid
 (two small models trained on the test images, so that every class has a correctly classified
 image: the clean diagonal, targets reached, the same cells as one attack call per pair, the
-explicit-target attack against the closest-boundary one), every kind drawn twice to identical PNG
+explicit-target attack against the closest-boundary one), the accuracy curves (white-box accuracy
+rows by ε from the clean point; an ambiguous attack setting refused), every kind drawn twice to identical PNG
 bytes, and the settings' errors. The study files' own entries are checked against their runs.
 """
 
@@ -28,6 +29,7 @@ from PIL import Image
 from prototypes import fit
 
 from robust import data
+from robust.accuracy_curves import accuracy_curves, parse_panels
 from robust.errors import ConfigError
 from robust.input_gradients import (class_gradient_matrix, class_gradient_norms, display_normalized,
                                     off_diagonal, true_class_gradient)
@@ -79,6 +81,7 @@ def setup(tmp_path_factory):
                 for metric, value in (("sensitivity", eps * (k + 1)), ("sensitivity_std", 0.05))]
         rows.append({"run": run, "source": "", "attack": "representation", "eps": float("nan"),
                      "metric": "pca_dims_99", "value": 3.0, "n": 30})
+        rows += _accuracy_rows(run, clean=0.9 - 0.1 * k)
         pd.DataFrame(rows).to_parquet(results_dir / f"{run}.parquet")
     trained = {}
     for k, run in enumerate(TRAINED):
@@ -88,6 +91,20 @@ def setup(tmp_path_factory):
     return {"root": root, "data_dir": data_dir, "runs_dir": runs_dir, "results_dir": results_dir,
             "x": x[:6], "y": y[:6], "model": _model(0, tuple(x.shape[1:])), "trained": trained,
             "per_class": _one_per_class(x, y)}
+
+
+def _accuracy_rows(run: str, clean: float) -> list[dict]:
+    """Clean accuracy, an FGSM sweep (listed out of ε order), PGD swept at two step counts and at one ε."""
+    def row(attack, eps, value, norm="linf", steps=-1, metric="accuracy", source=""):
+        return {"run": run, "source": source, "attack": attack, "label": "", "norm": norm, "eps": eps,
+                "steps": steps, "metric": metric, "value": value, "n": 30}
+
+    nan = float("nan")
+    return [row("clean", nan, clean, norm=""), row("fgsm", 0.3, clean / 4), row("fgsm", 0.1, clean / 2),
+            row("fgsm", 0.1, 0.99, metric="success_rate"), row("fgsm", 0.1, 0.01, source="other-run"),
+            row("pgd", 0.1, clean / 3, steps=5), row("pgd", 0.3, clean / 8, steps=5),
+            row("pgd", 0.1, clean / 4, steps=10), row("pgd", 0.3, clean / 9, steps=10),
+            row("pgd", 0.5, 0.0, steps=20)]  # a sanity check's single ε: not a curve
 
 
 def _one_per_class(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,6 +344,7 @@ ENTRIES = {
                                              "random_start": True}]},
     # one model: two 10 × 10 grids drawn twice take ~10 s (the stage's two-model layout is the same loop)
     "targeted_grid": {"runs": {"tiny-t0": "T0"}, "step_clip": 0.5, "steps": 10, "batch_size": 32},
+    "accuracy_curves": {"panels": [{"attack": "fgsm"}, {"attack": "pgd", "steps": 10, "title": "PGD-10"}]},
 }
 
 
@@ -427,7 +445,44 @@ def test_targeted_grid_settings_errors_name_the_key(setup, tmp_path):
     assert parse_study_figure(_params("targeted_grid")["study_figures"]["fig"], "f").settings["confidence"] == "clean"
 
 
-@pytest.mark.parametrize("study", ["chan2020", "bashivan2021", "roth2018", "matyasko2018"])
+def test_accuracy_curves_read_white_box_accuracy_by_eps_from_the_clean_point(setup):
+    panels = parse_panels([{"attack": "fgsm"}, {"attack": "pgd", "steps": 5}], "p")
+    curves = accuracy_curves(setup["results_dir"], RUNS, panels, "f")
+    assert list(curves) == ["FGSM", "PGD (5 steps)"] and list(curves["FGSM"]) == ["A", "B"]
+    for label, clean in (("A", 0.9), ("B", 0.8)):
+        # ε = 0 is the clean accuracy; ε ascending; success rates and transfer rows are not accuracy
+        assert curves["FGSM"][label].to_dict() == pytest.approx({0.0: clean, 0.1: clean / 2, 0.3: clean / 4})
+        assert curves["PGD (5 steps)"][label].to_dict() == pytest.approx({0.0: clean, 0.1: clean / 3, 0.3: clean / 8})
+    with pytest.raises(ConfigError, match="over two or more ε"):  # the sanity check's single ε is no curve
+        accuracy_curves(setup["results_dir"], RUNS, parse_panels([{"attack": "pgd", "steps": 20}], "p"), "f")
+
+
+def test_accuracy_curves_settings_errors_name_the_key(setup, tmp_path):
+    def draw(**changes):
+        return draw_study_figure(_params("accuracy_curves", **changes), "study_figures.fig", setup["runs_dir"],
+                                 setup["results_dir"], setup["data_dir"], tmp_path / "x.png")
+
+    with pytest.raises(ConfigError, match=r"study_figures\.fig': PGD of run tiny-a is swept in several settings"):
+        draw(panels=[{"attack": "pgd"}])
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.runs\.tiny-a': its results have no accuracy of JSMA"):
+        draw(panels=[{"attack": "jsma"}])
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.runs\.tiny-t0': no attack results"):
+        draw(runs=dict(TRAINED))
+    for panels, where in (([], r"\.panels'"), ({"attack": "fgsm"}, r"\.panels'"),
+                          ([{"attack": "fgsm", "eps": 0.1}], r"\.panels\[0\]\.eps': unknown key"),
+                          ([{"norm": "linf"}], r"\.panels\[0\]\.attack': missing"),
+                          ([{"attack": "pgd", "steps": 0}], r"\.panels\[0\]\.steps'"),
+                          ([{"attack": "fgsm"}, {"attack": "fgsm"}], r"\.panels': two panels would share a title")):
+        with pytest.raises(ConfigError, match=r"study_figures\.fig" + where):
+            draw(panels=panels)
+    params = _params("accuracy_curves")
+    del params["study_figures"]["fig"]["panels"]
+    with pytest.raises(ConfigError, match=r"study_figures\.fig\.panels': missing"):
+        draw_study_figure(params, "study_figures.fig", setup["runs_dir"], setup["results_dir"], setup["data_dir"],
+                          tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("study", ["chan2020", "bashivan2021", "roth2018", "matyasko2018", "jakubovitz2018"])
 def test_study_files_figures_parse_and_name_runs_of_the_study(study):
     params = yaml.safe_load((REPO / "studies" / f"{study}.yaml").read_text())
     assert params["study_figures"]
