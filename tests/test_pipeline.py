@@ -61,6 +61,8 @@ SHORT_CRITIC_SUITE = [
     {"name": "high_confidence", "steps": 20, "step_clip": 0.1, "confidence": "clean"},
 ]
 
+SHORT_JSMA = {"name": "jsma", "eps": [0.5, 1.0], "steps": 5}
+
 
 def _trim_study(path: Path, study: str, kept_runs: set[str]) -> None:
     params = yaml.safe_load(path.read_text())
@@ -95,6 +97,12 @@ def _trim_studies(root: Path) -> None:
     params["matyasko2018"]["attack"]["profiles"]["smoke"] = {
         "suite": SHORT_CRITIC_SUITE, "transfer": [SHORT_CRITIC_SUITE[0], SHORT_CRITIC_SUITE[2]]}
     critic.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    # the JSMA sweep of Jakubovitz Figs. 2–3 (5 ε × 80 steps) would be most of the kept runs' attacks
+    jakubovitz = root / "studies/jakubovitz2018.yaml"
+    params = yaml.safe_load(jakubovitz.read_text())
+    suite = params["jakubovitz2018"]["attack_with_jsma"]["suite"]
+    suite[:] = [entry if entry["name"] != "jsma" else SHORT_JSMA for entry in suite]
+    jakubovitz.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
 
 
 @pytest.fixture(scope="module")
