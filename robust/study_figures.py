@@ -67,7 +67,7 @@ import pandas as pd
 import torch
 
 from robust import data
-from robust.accuracy_curves import accuracy_curves, parse_panels
+from robust.accuracy_curves import NORM_NAMES, accuracy_curves, parse_panels
 from robust.attacks.high_confidence import CLEAN, high_confidence_targeted
 from robust.errors import ConfigError
 from robust.evaluate import AttackSpec, fixed_subset, parse_suite
@@ -95,7 +95,6 @@ KINDS = {
 SINGLE_MODEL = {"perturbation_covariance"}
 MAX_RUNS = {"targeted_grid": 2}  # a K × K grid per model: more would not fit one page
 DATA_SPLITS = ("train", "test")
-NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1"}
 SENSITIVITY = ("sensitivity", "sensitivity_std")
 
 
