@@ -11,15 +11,17 @@ steps, a 32-wide critic), with the schedule-dependent ones switched on from the 
 JARN's ``start_fraction: 0`` (otherwise its first 75% is plain training) and the critic's
 ``warmup_epochs: 0``. Named variants add the rows of Table 4 that are settings of another
 defense: ``pgd-at7`` (Madry et al.'s 7-step PGD adversarial training, every example
-adversarial; ε = 0.3 with steps of 0.1 ≈ 2.5ε/7, the MNIST budget), ``jarn-d10`` (JARN with
-its discriminator updated every 10 steps, §4.1's MNIST interval) and ``jarn-at1`` (``jarn-d10``
-with half of each batch replaced by FGSM examples at ε = 0.3; the paper gives neither the
-fraction nor ε for MNIST, chosen). For Jakubovitz & Giryes, ``jacobian`` (exact: one
+adversarial), ``jarn-d10`` (JARN with the paper's discriminator and update interval for the input)
+and ``jarn-at1`` (``jarn-d10`` with half of each batch replaced by FGSM examples at the same ε; the
+paper gives the fraction for neither data set, chosen). ``--input mnist`` (default) uses 1×28×28
+inputs, ε = 0.3 with PGD steps of 0.1 ≈ 2.5ε/7 and JARN's MNIST discriminator every 10 steps
+(§4.1); ``--input cifar10`` uses 3×32×32 inputs, Madry's CIFAR-10 budget (ε = 8/255, steps of
+2/255) and JARN's CIFAR-10 discriminator every 20 steps (§4). For Jakubovitz & Giryes, ``jacobian`` (exact: one
 double-backward pass per class) is set against ``jacobian-proj1`` (one random projection,
 Hoffman et al. 2019) and the Appendix D penalty on layer L − 1, exact (``jacobian-l1``: one pass
 per unit of that layer) and estimated (``jacobian-l1-proj10``). The model is a small CNN (``--arch small``) or any
-registered architecture (``--arch jarn-mnist``: JARN's MNIST CNN) on 1×28×28 inputs with 10
-classes; data are noisy class prototypes. Each defense runs ``repeats`` one-epoch trainings of
+registered architecture (``--arch jarn-mnist``: JARN's MNIST CNN) with 10 classes; data are
+noisy class prototypes. Each defense runs ``repeats`` one-epoch trainings of
 ``steps`` batches after one warm-up epoch; the best time is kept, so a burst of load from
 elsewhere hits every defense alike. A ratio depends on the model, the batch and the device:
 quote it with them.
@@ -32,6 +34,12 @@ the claim is checked here, all rows measured in one run on the same machine:
     python -m benchmarks.bench_training --arch jarn-mnist --defenses none,jarn-d10,jarn-at1,pgd-at7
 
 The claim holds if the ``time ÷ pgd-at7`` column is ≤ 0.5 for ``jarn-d10`` and ``jarn-at1``.
+The paper's own setting, the Madry wide ResNet on CIFAR-10 (narrowed to fit a CPU; width 1 is
+WRN-34-10 itself, for a GPU):
+
+    python -m benchmarks.bench_training --input cifar10 --arch wrn-34-10 --width 0.25 \
+        --defenses none,jarn-d10,jarn-at1,pgd-at7
+
 The cost of each gradient regularizer of Jakubovitz & Giryes against a plain step:
 
     python -m benchmarks.bench_training --arch jakubovitz-mnist --width 0.25 \
@@ -46,6 +54,7 @@ and a wide ResNet (the paper's CIFAR-10 Table 4) favours JARN.
 
     python -m benchmarks.bench_training [--device auto] [--batch 64] [--steps 10] [--repeats 3]
                                         [--threads 1] [--amp] [--arch small] [--width 1.0]
+                                        [--input mnist|cifar10]
                                         [--defenses none,jarn,...]
 
 ``--amp`` runs the defenses that allow it under bf16 autocast (``supports_amp``) and the
@@ -76,56 +85,70 @@ from robust.train import TrainConfig, seed_everything, train
 CLASSES = 10
 # params that make a defense do its full work from the first step of a short benchmark
 ACTIVE_FROM_THE_START = {"jarn": {"start_fraction": 0.0}, "critic": {"warmup_epochs": 0}}
-# rows of JARN's Table 4 that are settings of a registered defense (module docstring)
-VARIANTS = {
-    "pgd-at7": {"name": "at", "adversarial": {"fraction": 1.0, "attack": {
-        "name": "pgd", "eps": 0.3, "steps": 7, "step_size": 0.1, "random_start": True}}},
-    "jarn-d10": {"name": "jarn", "disc_every": 10},
-    "jarn-at1": {"name": "jarn", "disc_every": 10,
-                 "adversarial": {"fraction": 0.5, "attack": {"name": "fgsm", "eps": 0.3}}},
-    # Jakubovitz & Giryes: the exact penalty (``jacobian``, one double-backward pass per logit)
-    # against the random-projection estimate, and the hidden-layer penalties of Appendix D
-    "jacobian-proj1": {"name": "jacobian", "projections": 1},
-    "jacobian-l1-proj10": {"name": "jacobian", "layer": "L-1", "projections": 10},
-    "jacobian-l1": {"name": "jacobian", "layer": "L-1"},
+# The inputs a benchmark can train on, with the budgets each paper uses there: MNIST's ε = 0.3 (PGD
+# steps of 0.1 ≈ 2.5ε/7) and JARN's MNIST discriminator updated every 10 steps (§4.1); CIFAR-10's
+# Madry budget (ε = 8/255, 7 steps of 2/255) and JARN's CIFAR-10 discriminator every 20 steps (§4).
+INPUTS = {
+    "mnist": {"shape": (1, 28, 28), "eps": 0.3, "step_size": 0.1, "discriminator": "mnist", "disc_every": 10},
+    "cifar10": {"shape": (3, 32, 32), "eps": 8 / 255, "step_size": 2 / 255, "discriminator": "cifar10",
+                "disc_every": 20},
 }
-IN_SHAPE = (1, 28, 28)
 
 
-def small_cnn() -> nn.Sequential:
+def variants(inputs: str) -> dict[str, dict]:
+    """Rows of JARN's Table 4 and Jakubovitz's cost comparison that are settings of a registered defense."""
+    budget = INPUTS[inputs]
+    jarn = {"name": "jarn", "discriminator": budget["discriminator"], "disc_every": budget["disc_every"]}
+    return {
+        "pgd-at7": {"name": "at", "adversarial": {"fraction": 1.0, "attack": {
+            "name": "pgd", "eps": budget["eps"], "steps": 7, "step_size": budget["step_size"], "random_start": True}}},
+        "jarn-d10": jarn,
+        "jarn-at1": {**jarn, "adversarial": {"fraction": 0.5, "attack": {"name": "fgsm", "eps": budget["eps"]}}},
+        # Jakubovitz & Giryes: the exact penalty (``jacobian``, one double-backward pass per logit)
+        # against the random-projection estimate, and the hidden-layer penalties of Appendix D
+        "jacobian-proj1": {"name": "jacobian", "projections": 1},
+        "jacobian-l1-proj10": {"name": "jacobian", "layer": "L-1", "projections": 10},
+        "jacobian-l1": {"name": "jacobian", "layer": "L-1"},
+    }
+
+
+def small_cnn(in_shape: tuple[int, int, int]) -> nn.Sequential:
     """A Sequential ending in a linear layer, so the representation defenses (AFD) find E and Dc."""
+    channels, height, width = in_shape
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, CLASSES),
+        nn.Flatten(), nn.Linear(32 * (height // 4) * (width // 4), 64), nn.ReLU(), nn.Linear(64, CLASSES),
     )
 
 
-def task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def task(n: int, seed: int, in_shape: tuple[int, int, int] = INPUTS["mnist"]["shape"]) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    prototypes = torch.rand(CLASSES, 1, 28, 28, generator=generator)
+    prototypes = torch.rand(CLASSES, *in_shape, generator=generator)
     y = torch.randint(0, CLASSES, (n,), generator=generator)
-    return (prototypes[y] + 0.2 * torch.randn(n, 1, 28, 28, generator=generator)).clamp(0, 1), y
+    return (prototypes[y] + 0.2 * torch.randn(n, *in_shape, generator=generator)).clamp(0, 1), y
 
 
-def defense_params(entry: str) -> dict:
+def defense_params(entry: str, inputs: str = "mnist") -> dict:
     """The params an entry trains with: a variant's, or the registered defense's example params."""
-    variant = VARIANTS.get(entry, {"name": entry})
+    variant = variants(inputs).get(entry, {"name": entry})
     name = variant["name"]
     return {"name": name, **DEFENSES.get(name).example_params, **ACTIVE_FROM_THE_START.get(name, {}), **variant}
 
 
-def make_model(arch: str, width: float) -> nn.Module:
-    return small_cnn() if arch == "small" else build_model(arch, in_shape=IN_SHAPE, num_classes=CLASSES, width=width)
+def make_model(arch: str, width: float, in_shape: tuple[int, int, int]) -> nn.Module:
+    if arch == "small":
+        return small_cnn(in_shape)
+    return build_model(arch, in_shape=in_shape, num_classes=CLASSES, width=width)
 
 
 def images_per_second(entry: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, device: torch.device,
-                      repeats: int, arch: str = "small", width: float = 1.0) -> float:
-    params = defense_params(entry)
+                      repeats: int, arch: str = "small", width: float = 1.0, inputs: str = "mnist") -> float:
+    params = defense_params(entry, inputs)
     best = math.inf
     for attempt in range(repeats + 1):  # the first is a warm-up: allocator, kernels, lazy networks
         seed_everything(0)
-        model = make_model(arch, width).to(device)
+        model = make_model(arch, width, INPUTS[inputs]["shape"]).to(device)
         _, seconds = train(model, build_defense(params), x, y, config, desc=entry)
         if attempt > 0:
             best = min(best, seconds[0])
@@ -142,6 +165,8 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast where the defense allows it")
     parser.add_argument("--arch", default="small", help="small | a registered architecture, e.g. jarn-mnist")
     parser.add_argument("--width", type=float, default=1.0, help="width of a registered architecture")
+    parser.add_argument("--input", default="mnist", choices=sorted(INPUTS),
+                        help="mnist: 1×28×28 with MNIST budgets; cifar10: 3×32×32 with CIFAR-10 budgets")
     parser.add_argument("--defenses", default=None,
                         help="comma-separated entries to measure (defenses and variants); default: every defense")
     args = parser.parse_args()
@@ -151,14 +176,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device, key="--device")
-    x, y = task(args.batch * args.steps, seed=0)
+    x, y = task(args.batch * args.steps, seed=0, in_shape=INPUTS[args.input]["shape"])
     base = TrainConfig(epochs=1, batch_size=args.batch, lr=1e-3, seed=0)
 
     rates = {}
     for entry in entries:
-        amp = args.amp and DEFENSES.get(defense_params(entry)["name"]).supports_amp
+        amp = args.amp and DEFENSES.get(defense_params(entry, args.input)["name"]).supports_amp
         config = TrainConfig(**{**base.__dict__, "amp": amp})
-        rates[entry] = (images_per_second(entry, x, y, config, device, args.repeats, args.arch, args.width), amp)
+        rates[entry] = (images_per_second(entry, x, y, config, device, args.repeats, args.arch, args.width,
+                                          args.input), amp)
     reference, pgd_at7 = rates["none"][0], rates.get("pgd-at7", (None,))[0]
     rows = []
     for entry, (rate, amp) in rates.items():
@@ -167,7 +193,8 @@ def main() -> None:
     where = f"{device}" + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else
                            f", {args.threads} thread(s)")
     model = "small CNN" if args.arch == "small" else f"{args.arch} (width {args.width:g})"
-    print(f"Training throughput on {where}: {model} 1×28×28 → {CLASSES}, batch {args.batch}, "
+    shape = "×".join(map(str, INPUTS[args.input]["shape"]))
+    print(f"Training throughput on {where}: {model} {shape} → {CLASSES}, batch {args.batch}, "
           f"{args.steps} batches per epoch, best of {args.repeats}, torch {torch.__version__}")
     headers = ["defense", "images/s", "time ÷ none"] + (["time ÷ pgd-at7"] if pgd_at7 else [])
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
@@ -176,7 +203,7 @@ def main() -> None:
 
 def select_entries(wanted: str | None) -> list[str]:
     """``none`` first, then the wanted entries (default: every registered defense) in their order."""
-    known = [*DEFENSES.names(), *VARIANTS]
+    known = [*DEFENSES.names(), *variants("mnist")]
     names = [n for n in DEFENSES.names() if n != "none"] if wanted is None else \
         [n.strip() for n in wanted.split(",") if n.strip()]
     for name in names:
