@@ -12,7 +12,7 @@ from prototypes import affine_classifier, trained_classifier
 
 from robust.defenses import build_defense
 from robust.defenses.margin import linearized_margins
-from robust.defenses.vat import kl_from_logits, virtual_adversarial_perturbation
+from robust.defenses.vat import kl_from_logits, unit_norm, virtual_adversarial_perturbation
 from robust.errors import ConfigError
 from robust.models import build_model
 
@@ -45,6 +45,26 @@ def test_vat_perturbation_has_norm_eps_and_beats_random_directions(dtype, fixtur
     # measured: mean KL ≈ 10 along r_vadv vs ≈ 0.35 along random directions of the same norm
     assert kl_vadv.mean() > 5 * kl_random.mean()
     assert (kl_vadv > kl_random.mean(0)).float().mean() > 0.75
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-10, 1e-25, 1e-40])
+def test_vat_directions_are_unit_even_where_squares_underflow(scale):
+    # a confident model's KL gradient at ξ = 1e-6 reaches entries of 1e-25, whose float32 squares
+    # are 0: the plain division then gave a "unit" vector of norm ~1e14 and VAT's loss ~1e11
+    t = scale * torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    t[2] = torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(1))
+    u = unit_norm(t)
+    torch.testing.assert_close(u.flatten(1).norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(u[0] / u[0].abs().max(), t[0] / t[0].abs().max())
+    # an example of normal size is divided as before, bit for bit, whatever its batch holds
+    assert torch.equal(u[2], t[2] / torch.linalg.vector_norm(t[2]))
+
+
+def test_vat_direction_of_a_zero_gradient_stays_zero():
+    t = torch.zeros(2, 1, 4, 4)
+    t[1, 0, 0, 0] = 3.0
+    u = unit_norm(t)
+    assert torch.equal(u[0], torch.zeros(1, 4, 4)) and u[1, 0, 0, 0] == 1.0
 
 
 def test_vat_loss_is_ce_plus_lambda_kl_and_follows_the_generator(fixture):

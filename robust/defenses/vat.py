@@ -30,9 +30,30 @@ from robust.defenses.base import Defense, attack_mode, register_defense
 from robust.defenses.critic import check_int, check_number
 
 
-def _unit(t: torch.Tensor) -> torch.Tensor:
-    norm = torch.linalg.vector_norm(t.flatten(1), dim=1).clamp_min(torch.finfo(t.dtype).tiny)
-    return t / norm.view(-1, *([1] * (t.dim() - 1)))
+# Below this L2 norm an example's squared entries approach float32's underflow, so its norm is
+# computed from a rescaled copy (see unit_norm)
+RESCALE_BELOW = 1e-15
+
+
+def unit_norm(t: torch.Tensor) -> torch.Tensor:
+    """Each example divided by its L2 norm (an all-zero example stays zero).
+
+    A confident model's KL gradient at r = ξd (ξ = 1e-6) is tiny, and once its entries fall below
+    ~1e-19 their squares underflow: the norm comes out 0 or far too small, the "unit" direction has
+    ‖d‖ ≫ 1 (2e14 for entries of 1e-25), and x + ε·d throws the LDS to ~1e11: a 20-epoch FC run on
+    mnist10k spiked so at epoch 13 and fell to chance accuracy from epoch 18. Such examples are
+    first divided by their largest |entry|, as the official VAT code (get_normalized_vector) does for
+    every example; the others keep the plain division.
+    """
+    tiny = torch.finfo(t.dtype).tiny
+    norm = torch.linalg.vector_norm(t.flatten(1), dim=1)
+    small = norm < RESCALE_BELOW
+    if small.any():
+        peak = t.flatten(1).abs().amax(dim=1).clamp_min(tiny)
+        scale = torch.where(small, peak, torch.ones_like(peak))
+        t = t / scale.view(-1, *([1] * (t.dim() - 1)))
+        norm = torch.where(small, torch.linalg.vector_norm(t.flatten(1), dim=1), norm)
+    return t / norm.clamp_min(tiny).view(-1, *([1] * (t.dim() - 1)))
 
 
 def kl_from_logits(log_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
@@ -49,7 +70,7 @@ def virtual_adversarial_perturbation(model: nn.Module, x: torch.Tensor, *, eps: 
     """
     x = x.detach()
     noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-    d = _unit(noise.to(x.device))
+    d = unit_norm(noise.to(x.device))
     with attack_mode(model), torch.enable_grad():
         with torch.no_grad():
             log_p = model(x).log_softmax(dim=1)
@@ -57,7 +78,7 @@ def virtual_adversarial_perturbation(model: nn.Module, x: torch.Tensor, *, eps: 
             r = (xi * d).requires_grad_(True)
             kl = kl_from_logits(log_p, model(x + r)).sum()
             (grad,) = torch.autograd.grad(kl, r)
-            d = _unit(grad)
+            d = unit_norm(grad)
     return eps * d.detach()
 
 
