@@ -122,7 +122,8 @@ def small_cnn(in_shape: tuple[int, int, int]) -> nn.Sequential:
     )
 
 
-def task(n: int, seed: int, in_shape: tuple[int, int, int] = INPUTS["mnist"]["shape"]) -> tuple[torch.Tensor, torch.Tensor]:
+def task(n: int, seed: int,
+         in_shape: tuple[int, int, int] = INPUTS["mnist"]["shape"]) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     prototypes = torch.rand(CLASSES, *in_shape, generator=generator)
     y = torch.randint(0, CLASSES, (n,), generator=generator)
