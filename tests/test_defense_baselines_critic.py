@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from prototypes import affine_classifier, trained_classifier
 
 from robust.defenses import build_defense
-from robust.defenses.margin import linearized_margins
+from robust.defenses.margin import linearized_margins, margin_sensitivity, multiclass_hinge
 from robust.defenses.vat import kl_from_logits, unit_norm, virtual_adversarial_perturbation
 from robust.errors import ConfigError
 from robust.models import build_model
@@ -104,42 +104,103 @@ def test_linearized_margins_are_exact_for_an_affine_classifier():
     assert (margins > 0).all()  # the points are labelled by the model itself
 
 
-def test_margin_loss_is_plain_ce_when_every_margin_exceeds_gamma_and_positive_otherwise():
+def test_distance_margin_loss_is_plain_ce_when_every_margin_exceeds_gamma_and_positive_otherwise():
     model, _, x, _, y = affine_classifier(torch.Generator().manual_seed(0), n_classes=4)
     _, margins = linearized_margins(model, x, y)
     smallest = margins.min().item()
     ce = F.cross_entropy(model(x), y)
 
-    loss, logs = build_defense({"name": "margin", "lambda": 0.1, "gamma": 0.5 * smallest}).training_step(model, x, y)
+    distance = {"name": "margin", "objective": "distance", "lambda": 0.1}
+    loss, logs = build_defense({**distance, "gamma": 0.5 * smallest}).training_step(model, x, y)
     assert logs["margin_hinge"] == 0 and loss.item() == pytest.approx(ce.item(), rel=1e-12)
 
     gamma = 2 * margins.min(1).values.max().item()
-    loss, logs = build_defense({"name": "margin", "lambda": 0.1, "gamma": gamma}).training_step(model, x, y)
+    loss, logs = build_defense({**distance, "gamma": gamma}).training_step(model, x, y)
     expected = ce + 0.1 * (gamma - margins.min(1).values).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert model[1].weight.grad.abs().sum() > 0
 
 
-def test_margin_training_enlarges_the_smallest_margin_more_than_plain_training(fixture):
+def _mean_smallest_margin_after(base: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict) -> float:
+    model = copy.deepcopy(base)
+    defense = build_defense(params)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(20):
+        model.train()
+        optimizer.zero_grad()
+        loss, _ = defense.training_step(model, x, y)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return linearized_margins(model, x, y, create_graph=False)[1].min(1).values.mean().item()
+
+
+def test_distance_margin_training_enlarges_the_smallest_margin_more_than_plain_training(fixture):
     base, x, y = fixture
-
-    def mean_smallest_margin_after(params: dict) -> float:
-        model = copy.deepcopy(base)
-        defense = build_defense(params)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(20):
-            model.train()
-            optimizer.zero_grad()
-            loss, _ = defense.training_step(model, x, y)
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        return linearized_margins(model, x, y, create_graph=False)[1].min(1).values.mean().item()
-
     # measured: 0.14 before, 0.20 after plain training, 0.28 after margin training
-    plain = mean_smallest_margin_after({"name": "none"})
-    assert mean_smallest_margin_after({"name": "margin", "lambda": 10.0, "gamma": 2.0}) > 1.2 * plain
+    plain = _mean_smallest_margin_after(base, x, y, {"name": "none"})
+    distance = {"name": "margin", "objective": "distance", "lambda": 10.0, "gamma": 2.0}
+    assert _mean_smallest_margin_after(base, x, y, distance) > 1.2 * plain
+
+
+def _separable_line(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes in the plane, x₁ ≤ −1 and x₁ ≥ 1, spread along x₂, with the points (∓1, 0) in
+    them: the maximum-margin boundary is x₁ = 0, at distance 1 from both classes."""
+    gen = torch.Generator().manual_seed(0)
+    along, away = 6 * torch.rand(n, generator=gen) - 3, 1 + 2 * torch.rand(n, generator=gen)
+    away[0] = away[n // 2] = 1.0
+    along[0] = along[n // 2] = 0.0
+    sign = torch.where(torch.arange(n) < n // 2, -1.0, 1.0)
+    x = torch.stack([sign * away, along], 1).double().view(n, 1, 1, 2)
+    return x, (sign > 0).long()
+
+
+@pytest.mark.parametrize(("lam", "reaches_max_margin"), [(0.01, True), (0.0, False)])
+def test_sensitivity_objective_finds_the_svm_solution_of_a_linear_classifier(lam, reaches_max_margin):
+    # "generalizes SVM objective": for a linear model hinge + λ‖w_y − w_l‖² is the soft-margin SVM,
+    # whose boundary for small λ is the maximum-margin one; the hinge alone stops at any separator
+    # with functional margin 1 (measured: smallest distance 0.996 with λ = 0.01, 0.75 without)
+    x, y = _separable_line()
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2)).double()
+    defense = build_defense({"name": "margin", "lambda": lam})
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(500):
+        optimizer.zero_grad()
+        defense.training_step(model, x, y)[0].backward()
+        optimizer.step()
+    smallest = linearized_margins(model, x, y, create_graph=False)[1].min().item()
+    assert (smallest > 0.99) == reaches_max_margin and smallest <= 1 + 1e-9
+
+
+def test_sensitivity_of_an_affine_classifier_is_the_largest_squared_weight_difference():
+    model, linear, x, logits, y = affine_classifier(torch.Generator().manual_seed(0), n_classes=4)
+    w = linear.weight
+    _, sensitivity = margin_sensitivity(model, x, y)
+    expected = torch.stack([max((w[k] - w[y[i]]).pow(2).sum() for k in range(4)) for i in range(len(x))])
+    torch.testing.assert_close(sensitivity, expected, rtol=1e-10, atol=0)
+
+
+def test_multiclass_hinge_is_crammer_singer_with_margin_one():
+    logits = torch.tensor([[3.0, 1.0, 2.5], [0.0, 2.0, 1.5], [1.0, 1.0, -4.0]])
+    y = torch.tensor([0, 2, 1])
+    # 1 + max rival − own: 1 + 2.5 − 3 = 0.5; 1 + 2 − 1.5 = 1.5; 1 + 1 − 1 = 1
+    torch.testing.assert_close(multiclass_hinge(logits, y), torch.tensor([0.5, 1.5, 1.0]))
+    assert multiclass_hinge(torch.tensor([[5.0, 1.0]]), torch.tensor([0])).item() == 0
+
+
+def test_sensitivity_loss_is_hinge_plus_lambda_times_sensitivity_and_reaches_the_weights():
+    model, _, x, logits, y = affine_classifier(torch.Generator().manual_seed(1), n_classes=4)
+    _, sensitivity = margin_sensitivity(model, x, y)
+    loss, logs = build_defense({"name": "margin", "lambda": 0.1}).training_step(model, x, y)
+    expected = multiclass_hinge(logits, y).mean() + 0.1 * sensitivity.mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-10)
+    assert logs["sensitivity"] == pytest.approx(sensitivity.mean().item(), rel=1e-10)
+    # the penalty alone has a gradient on the weights (double backpropagation through ∇ₓf)
+    (grad,) = torch.autograd.grad(margin_sensitivity(model, x, y)[1].mean(), model[1].weight)
+    assert grad.abs().sum() > 0
 
 
 # ---- adversarial training, as the paper's AT baseline ---------------------------------
@@ -165,10 +226,12 @@ def test_fgsm_adversarial_training_is_configured_through_the_at_defense(fixture)
         ({"name": "vat", "eps": 2.0, "xi": -1e-6}, "defense.xi"),
         ({"name": "vat", "eps": 2.0, "power_iterations": 0}, "defense.power_iterations"),
         ({"name": "vat", "eps": 2.0, "lambda": -1}, "defense.lambda"),
-        ({"name": "margin", "gamma": 1.0}, "defense.lambda"),
-        ({"name": "margin", "lambda": 0.1}, "defense.gamma"),
-        ({"name": "margin", "lambda": 0.1, "gamma": 0}, "defense.gamma"),
-        ({"name": "margin", "lambda": float("nan"), "gamma": 1.0}, "defense.lambda"),
+        ({"name": "margin"}, "defense.lambda"),
+        ({"name": "margin", "lambda": 0.1, "objective": "svm"}, "defense.objective"),
+        ({"name": "margin", "lambda": 0.1, "gamma": 1.0}, "defense.gamma"),
+        ({"name": "margin", "lambda": 0.1, "objective": "distance"}, "defense.gamma"),
+        ({"name": "margin", "lambda": 0.1, "objective": "distance", "gamma": 0}, "defense.gamma"),
+        ({"name": "margin", "lambda": float("nan")}, "defense.lambda"),
     ],
 )
 def test_bad_params_name_the_key(params, key):
