@@ -44,7 +44,7 @@ TABLE1_NOTES = (
     "Every row trains from scratch with its defense; the paper reports 10 runs per row, we show mean ± "
     "standard deviation over the seeds listed in studies/matyasko2018.yaml.",
     "Not in the text, chosen: the baselines' learning rate and schedule (the critic's), AT as half-adversarial "
-    "batches, the margin target γ = 2.0.",
+    "batches. Margin maximisation [19] as in the authors' code for it: multiclass hinge + λ·margin sensitivity.",
 )
 
 
