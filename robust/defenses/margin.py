@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robust.attacks.cw import margin as logit_margin
 from robust.defenses.base import KEY, Defense, register_defense
 from robust.defenses.critic import check_number
 from robust.errors import ConfigError
@@ -70,8 +71,7 @@ def linearized_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 def multiclass_hinge(logits: torch.Tensor, y: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
     """Per-example max(0, margin + max_{k≠y} f_k − f_y)."""
-    rival = logits.gather(1, _other_classes(y, logits.shape[1])).amax(dim=1)
-    return (margin + rival - logits.gather(1, y.unsqueeze(1)).squeeze(1)).clamp_min(0)
+    return (margin + logit_margin(logits, y)).clamp_min(0)
 
 
 def margin_sensitivity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
