@@ -31,9 +31,23 @@ COPY_IGNORE = shutil.ignore_patterns(".git", "data", "__pycache__", "*.egg-info"
 pytestmark = pytest.mark.slow
 
 
-def _run(args, cwd, env):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+# The longest command here, the fixture's `dvc repro`, takes ~2 min on 2 cores: a command past this
+# limit is hung (a stuck lock or queue worker), and the test fails naming it instead of stalling the run.
+COMMAND_TIMEOUT_S = 900
+
+
+def _completed(args, cwd, env) -> subprocess.CompletedProcess:
+    """The finished command, which must succeed within COMMAND_TIMEOUT_S."""
+    try:
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"{' '.join(args)} still running after {COMMAND_TIMEOUT_S} s:\n{hung.stdout}\n{hung.stderr}")
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _run(args, cwd, env) -> str:
+    result = _completed(args, cwd, env)
     return result.stdout + result.stderr
 
 
@@ -230,18 +244,19 @@ def test_queued_experiments_run_in_parallel_and_show_their_metrics(project):
     for eps in ("0.2", "0.3"):
         _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", f"attack.suite.0.eps={eps}"], root, env)
     _run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", "2"], root, env)
-    deadline = time.monotonic() + 900
-    while True:
-        status = _run([sys.executable, "-m", "dvc", "queue", "status"], root, env)
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        assert time.monotonic() < deadline, f"queued experiments still running:\n{status}"
-        time.sleep(5)
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            status = _run([sys.executable, "-m", "dvc", "queue", "status"], root, env)
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            assert time.monotonic() < deadline, f"queued experiments still running:\n{status}"
+            time.sleep(5)
+    finally:
+        # a worker left behind would outlive the test and hold the pytest run open
+        _run([sys.executable, "-m", "dvc", "queue", "stop", "--kill"], root, env)
     assert "Failed" not in status, status
-    _run([sys.executable, "-m", "dvc", "queue", "stop"], root, env)
-    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=root, env=env,
-                           capture_output=True, text=True, check=True).stdout
-    shown = json.loads(shown)
+    shown = json.loads(_completed([sys.executable, "-m", "dvc", "exp", "show", "--json"], root, env).stdout)
     by_eps = {}
     for record in _experiments(shown):
         suite = record["params"].get("params.yaml", {}).get("data", {}).get("attack", {}).get("suite", [])
@@ -256,8 +271,7 @@ def test_queued_experiments_run_in_parallel_and_show_their_metrics(project):
 
 def test_dvc_plots_show_eps_curves_training_curves_and_the_lambda_sweep(project):
     root, env, _ = project
-    shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=root, env=env,
-                                      capture_output=True, text=True, check=True).stdout)
+    shown = json.loads(_completed([sys.executable, "-m", "dvc", "plots", "show", "--json"], root, env).stdout)
     curve = shown["data"]["metrics/plots/jakubovitz2018-fgsm_linf.csv"][0]["content"]["data"]["values"]
     assert {point["run"] for point in curve} == {"jakubovitz2018-table3-none", "jakubovitz2018-table3-jacobian"}
     assert len({float(point["eps"]) for point in curve}) > 1
