@@ -12,7 +12,11 @@
 - Training curves: ``<study>.csv`` with a row per (run, epoch) of held-out accuracy and loss, the
   base's pretraining followed by the run's own fine-tune on one epoch axis, because a run's
   robustness is the product of both phases (a 0-epoch run is its base as trained). The template
-  ``.dvc/plots/training.json`` draws a line per run.
+  ``.dvc/plots/training.json`` draws a line per run, leaving out the points without a value. A term
+  a defense logs that a paper draws per epoch (``LOGGED_COLUMNS``: the accuracy of AFD's and JARN's
+  discriminators, Bashivan et al. Fig. A5) is one more column, in the files of the studies where a
+  run logs it (empty in the other runs' rows); dvc.yaml's ``plots:`` names the file and column of
+  each such figure.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 CURVE_KEYS = ["study", "attack", "label", "norm", "steps"]  # one curve family per attack setting
 TRAINING_COLUMNS = ["run", "phase", "epoch", "held_out_accuracy", "loss"]
+LOGGED_COLUMNS = ["disc_acc"]  # a study's file keeps those one of its runs logs
+CURVE_COLUMNS = TRAINING_COLUMNS + LOGGED_COLUMNS
 # The defense's whole objective where it logs one, else its cross-entropy term: the number its
 # optimiser actually lowers, so a regulariser's trade-off shows in the curve.
 LOSS_COLUMNS = ("loss", "ce")
@@ -77,13 +83,14 @@ def sweep_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def phase_curve(history: pd.DataFrame, run: str, phase: str, first_epoch: int = 0) -> pd.DataFrame:
-    """TRAINING_COLUMNS rows of one history, its epochs shifted so a fine-tune continues its base's line."""
+    """CURVE_COLUMNS rows of one history, its epochs shifted so a fine-tune continues its base's line."""
     if history.empty:  # a 0-epoch fine-tune saves a frame without columns
-        return pd.DataFrame(columns=TRAINING_COLUMNS)
+        return pd.DataFrame(columns=CURVE_COLUMNS)
     loss = next((history[column] for column in LOSS_COLUMNS if column in history), math.nan)
     return pd.DataFrame({"run": run, "phase": phase, "epoch": history["epoch"].astype(int) + first_epoch,
-                         "held_out_accuracy": history.get("held_out_accuracy", math.nan), "loss": loss},
-                        columns=TRAINING_COLUMNS)
+                         "held_out_accuracy": history.get("held_out_accuracy", math.nan), "loss": loss,
+                         **{column: history.get(column, math.nan) for column in LOGGED_COLUMNS}},
+                        columns=CURVE_COLUMNS)
 
 
 def run_training(run: str, pretrain: pd.DataFrame, finetune: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +98,7 @@ def run_training(run: str, pretrain: pd.DataFrame, finetune: pd.DataFrame) -> pd
     last_epoch = int(pretrain["epoch"].max()) if not pretrain.empty else 0
     phases = [phase_curve(pretrain, run, "pretrain"), phase_curve(finetune, run, "finetune", last_epoch)]
     frames = [frame for frame in phases if not frame.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRAINING_COLUMNS)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
 
 
 def _histories(run: str, index: Mapping[str, Mapping], bases_dir: Path, runs_dir: Path,
@@ -121,5 +128,6 @@ def training_curves(results: pd.DataFrame, index: Mapping[str, Mapping], bases_d
         frames = [frame for frame in frames if not frame.empty]
         if frames:
             curve = pd.concat(frames, ignore_index=True)
+            curve = curve.drop(columns=[column for column in LOGGED_COLUMNS if curve[column].isna().all()])
             curves[f"{study}.csv"] = curve.sort_values(["run", "epoch"], kind="stable").reset_index(drop=True)
     return curves

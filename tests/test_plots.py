@@ -56,7 +56,10 @@ def test_dvc_yaml_declares_the_plots_with_a_template_that_draws_a_line_per_run()
                    for path in paths), name
         template = json.loads((REPO / ".dvc" / "plots" / f"{settings['template']}.json").read_text())
         assert "<DVC_METRIC_DATA>" in json.dumps(template)
-    swept = {Path(path).stem for settings in plots.values() if isinstance(settings["y"], dict) for path in settings["y"]}
+    # a plot of one file's column: every swept table, and the training curves' logged terms (AFD Fig. A5)
+    files = [Path(path) for settings in plots.values() if isinstance(settings["y"], dict) for path in settings["y"]]
+    assert {path.parent for path in files} == {Path("metrics/sweeps"), Path("metrics/training")}
+    swept = {path.stem for path in files if path.parent == Path("metrics/sweeps")}
     assert swept == {name.removesuffix(".csv") for name in sweep_tables(pd.DataFrame(columns=[
         "run", "attack", "source", "metric", "value", "label", "norm", "eps", "steps"]))}
 

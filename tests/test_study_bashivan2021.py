@@ -1,24 +1,35 @@
-"""The AFD study (Bashivan et al. 2021): its index entries, its tables' runs and paper values, rendering."""
+"""The AFD study (Bashivan et al. 2021): its index entries, its tables' runs and paper values, rendering,
+Fig. A3's curves and Fig. A5's plot data."""
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from torch import nn
 
 import robust.tables.bashivan2021 as afd_tables
-from robust.evaluate import parse_suite
+from robust.accuracy_curves import accuracy_curves
+from robust.defenses import build_defense
+from robust.evaluate import AttackSpec, _row, parse_suite
 from robust.index import check_index, load_index
+from robust.io import save_parquet
 from robust.params import lookup
+from robust.plots import training_curves
 from robust.representation import parse_representation
+from robust.study_figures import parse_study_figure
 from robust.tables import TABLES, render_table
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_FILE = "studies/bashivan2021.yaml"
 SEED_TEXT = REPO.parent / "shared" / "papers" / "afd_bashivan2021.txt"
 TABLE_IDS = ("bashivan2021-table1", "bashivan2021-table2", "bashivan2021-tablea5")
+STUDY_TABLES = tuple(name for name in TABLES.names() if name.startswith("bashivan2021-"))
+ROWS = ("nt-s0", "at-s0", "trades-s0", "afd-s0", "afd-fc1pd-s0", "afd-fc3-s0", "rep-matching-s0", "nt-source")
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +41,13 @@ def test_the_study_index_resolves():
     index, files = load_index(REPO)
     check_index(index, files)
     runs = {name: fields for name, fields in index["runs"].items() if fields["_file"] == STUDY_FILE}
-    assert set(runs) == {f"bashivan2021-mnist-{row}" for row in ("nt-s0", "at-s0", "trades-s0", "afd-s0", "nt-source")}
+    assert set(runs) == {f"bashivan2021-mnist-{row}" for row in ROWS}
     assert all(fields["study"] == "bashivan2021" and fields["base"] == name for name, fields in runs.items())
 
 
 def test_every_table_row_names_runs_of_the_study(study):
-    for table_id in TABLE_IDS:
+    assert {"bashivan2021-tablea6", *TABLE_IDS} <= set(STUDY_TABLES)
+    for table_id in STUDY_TABLES:
         table = TABLES.get(table_id)
         assert all(run in study["runs"] for run in table.runs()), table_id
         assert all(len(row.paper) == len(table.columns) for row in table.rows), table_id
@@ -62,13 +74,93 @@ def test_attack_configs_parse_at_every_profile(study, profile):
 
 def test_bases_train_from_scratch_with_their_defense(study):
     bases = study["bashivan2021"]["bases"]
-    assert {b["defense"]["name"] for b in bases.values()} == {"none", "at", "trades", "afd"}
+    assert {b["defense"]["name"] for b in bases.values()} == {"none", "at", "trades", "afd", "rep_matching"}
     assert all(b["arch"] == "resnet18-mnist-norm" and b["optimizer"] == "sgd" and b["momentum"] == 0.9
                for b in bases.values())
     assert bases["mnist-afd-s0"]["profiles"]["paper"] == {"epochs": 100, "batch_size": 128, "lr": 0.1,
                                                          "milestones": [50, 80], "gamma": 0.1}
     for run in study["runs"].values():
         assert lookup(study, run["finetune_key"]) == {"epochs": 0}
+
+
+def _base_of(study: dict, run: str) -> dict:
+    return lookup(study, study["bases"][study["runs"][run]["base"]]["key"])
+
+
+def test_table_a6_rows_are_table1s_afd_but_for_the_discriminator(study):
+    afd = _base_of(study, "bashivan2021-mnist-afd-s0")
+    rows = TABLES.get("bashivan2021-tablea6").rows
+    for row, discriminator in zip(rows, ("fc1-pd", "fc3", "fc3-pd"), strict=True):
+        base = _base_of(study, *row.run_ids)
+        assert base["defense"]["discriminator"] == discriminator, row.label
+        assert {**base, "defense": {**base["defense"], "discriminator": "fc3-pd"}} == afd, row.label
+
+
+def test_representation_matching_trains_like_afd_with_its_attack_and_an_unweighted_term(study):
+    afd = _base_of(study, "bashivan2021-mnist-afd-s0")
+    base = _base_of(study, "bashivan2021-mnist-rep-matching-s0")
+    assert base["defense"] == {"name": "rep_matching", "lambda": 1.0, "attack": afd["defense"]["attack"]}
+    assert {**base, "defense": afd["defense"]} == afd
+
+
+@pytest.mark.parametrize("row", ["afd-s0", "afd-fc1pd-s0", "afd-fc3-s0", "rep-matching-s0"])
+def test_the_representation_defenses_build_and_log_their_terms(study, row):
+    """Fig. A5 is drawn from the `disc_acc` every AFD base logs; one step on a tiny network each."""
+    defense = build_defense(_base_of(study, f"bashivan2021-mnist-{row}")["defense"])
+    defense.generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 10))
+    x, y = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1)), torch.arange(6)
+    loss, logs = defense.training_step(model, x, y)
+    assert torch.isfinite(loss)
+    if row.startswith("afd"):
+        assert 0 <= logs["disc_acc"] <= 1
+    else:
+        assert "rep_distance" in logs and "disc_acc" not in logs
+
+
+def test_fig_a5_is_plot_data_of_the_afd_runs_discriminator_accuracy(tmp_path):
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    plots = {name: spec for entry in dvc["plots"] for name, spec in entry.items()}
+    assert plots["bashivan2021-figa5-disc_acc"] == {
+        "template": "training", "x": "epoch", "y": {"metrics/training/bashivan2021.csv": "disc_acc"}}
+    # the template leaves out the rows of the runs that log no discriminator (an empty CSV field)
+    assert "isFinite(toNumber(datum['<DVC_METRIC_Y>']))" in (REPO / ".dvc/plots/training.json").read_text()
+    index, _ = load_index(REPO)
+    runs = {"bashivan2021-mnist-afd-fc1pd-s0": {"disc_acc": [0.9, 0.7]}, "bashivan2021-mnist-nt-s0": {}}
+    for run, logs in runs.items():
+        history = pd.DataFrame({"epoch": [1, 2], "ce": [2.0, 1.0], "held_out_accuracy": [0.5, 0.8], **logs})
+        save_parquet(history, tmp_path / "bases" / index["runs"][run]["base"] / "history.parquet")
+        save_parquet(pd.DataFrame(), tmp_path / "runs" / run / "history.parquet")  # evaluated as trained
+    results = pd.DataFrame({"run": list(runs), "study": "bashivan2021"})
+    curve = training_curves(results, index, tmp_path / "bases", tmp_path / "runs")["bashivan2021.csv"]
+    by_run = {run: rows.disc_acc.tolist() for run, rows in curve.groupby("run")}
+    assert by_run["bashivan2021-mnist-afd-fc1pd-s0"] == [0.9, 0.7]
+    assert all(math.isnan(value) for value in by_run["bashivan2021-mnist-nt-s0"])
+    assert curve.to_csv(index=False).splitlines()[-1].endswith(",")
+
+
+def _accuracy_rows(run: str, suite: list[AttackSpec]) -> list[dict]:
+    """A result row of accuracy for each ε of the suite, as the attack stage writes them."""
+    clean = _row(AttackSpec("clean"), "accuracy", torch.tensor(0.99), 10)
+    rows = [clean] + [_row(replace(spec, settings={**spec.settings, "eps": eps}), "accuracy", torch.tensor(0.5), 10)
+                      for spec in suite for eps in (spec.budgets or (spec.eps,))]
+    return [{"run": run, "source": "", **row} for row in rows]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_fig_a3_draws_afd_and_representation_matching_from_every_profiles_suite(study, profile, tmp_path):
+    figure = parse_study_figure(study["study_figures"]["bashivan2021-figa3"], "study_figures.bashivan2021-figa3")
+    assert set(figure.runs) == {"bashivan2021-mnist-afd-s0", "bashivan2021-mnist-rep-matching-s0"}
+    config = study["bashivan2021"]["attack"]
+    suite = parse_suite([dict(entry) for entry in {**config, **config["profiles"].get(profile, {})}["suite"]])
+    for run in figure.runs:
+        pd.DataFrame(_accuracy_rows(run, suite)).to_parquet(tmp_path / f"{run}.parquet")
+    curves = accuracy_curves(tmp_path, figure.runs, figure.settings["panels"], "f")
+    assert list(curves) == ["PGD-L∞", "FGSM", "DDN (L2)", "DeepFool-L∞"]
+    for models in curves.values():
+        assert set(models) == {"AFD", "representation matching"}
+        assert all(curve.index.nunique() >= 4 for curve in models.values())
 
 
 # ---- paper values -------------------------------------------------------------------------------
@@ -127,6 +219,16 @@ def test_every_paper_value_appears_in_the_seed_text(table_id):
         assert any(all(value in numbers for value in values) for numbers in candidates), (table_id, row.label)
 
 
+@pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
+def test_table_a6_values_are_the_merged_cells_after_its_caption():
+    lines = SEED_TEXT.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Table A6:"))
+    labels, values = next(line for line in lines[start:] if line.startswith("MNIST\tRN18\t")).split("\t")[2:4]
+    rows = TABLES.get("bashivan2021-tablea6").rows
+    assert labels == " ".join(row.in_text for row in rows)
+    assert _numbers(values) == [value for row in rows for value in row.paper]
+
+
 # ---- rendering from synthetic rows --------------------------------------------------------------
 
 META = {"study": "bashivan2021", "dataset": "digits", "arch": "resnet18-mnist-norm", "defense": "afd",
@@ -175,3 +277,6 @@ def test_tables_render_from_synthetic_rows():
     assert table2[16] == "—" and table2[17] == "0.85"  # DDN: not computed yet, the paper's value beside it
     tablea5 = _cells(render_table(TABLES.get("bashivan2021-tablea5"), results), "AFD")
     assert tablea5[1:7] == ["14", "18", "-4", "6", "6", "0"]
+    # Table A6's FC3-PD row is Table 1's AFD run, its PGD-L∞ white-box cell
+    tablea6 = render_table(TABLES.get("bashivan2021-tablea6"), results)
+    assert _cells(tablea6, "FC3-PD")[1:4] == ["90.00", "97.03", "-7.03"] and _cells(tablea6, "FC1-PD")[1] == "—"

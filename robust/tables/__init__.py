@@ -55,7 +55,9 @@ class Row:
     run: str | tuple[str, ...] | None
     paper: tuple[float | None, ...]  # one per column, None where the text lost the number
     # the token that opens the row in the seed text, searched in running text: for a table the text
-    # flattened ("[7] 0.90 0.228 ...") or whose rows it names otherwise (Table 13's "0.001 99.00% ...")
+    # flattened ("[7] 0.90 0.228 ...") or whose rows it names otherwise (Table 13's "0.001 99.00% ..."); or,
+    # where the text merged a table's labels into one cell and its values into the next (AFD Table A6), the
+    # row's label there
     in_text: str | None = None
 
     @property
