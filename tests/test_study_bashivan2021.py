@@ -99,7 +99,7 @@ def test_table_a6_rows_are_table1s_afd_but_for_the_discriminator(study):
 def test_representation_matching_trains_like_afd_with_its_attack_and_an_unweighted_term(study):
     afd = _base_of(study, "bashivan2021-mnist-afd-s0")
     base = _base_of(study, "bashivan2021-mnist-rep-matching-s0")
-    assert base["defense"] == {"name": "rep_matching", "lambda": 1.0, "attack": afd["defense"]["attack"]}
+    assert base["defense"] == {"name": "rep_matching", "lambda": 0.1, "attack": afd["defense"]["attack"]}
     assert {**base, "defense": afd["defense"]} == afd
 
 
