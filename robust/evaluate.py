@@ -34,6 +34,10 @@ there, giving ``accuracy`` rows at each ε and an ``auc`` over them from one run
 An entry may carry a ``label`` (e.g. ``lrc-decay8``): two entries of one attack that differ
 only in settings other than norm, ε and steps must be told apart by one.
 
+An entry may carry ``examples: n``: that attack runs on a seeded subset of n of the evaluated
+points (AFD Table A3 ran AutoAttack, Boundary and B&B "on 100 random samples"), the same n
+points for every entry with that n; its rows' ``n`` says how many points they cover.
+
 A suite entry ``{name: pgd, eps: [0.1, 0.2, 0.3], step_size: [0.01, 0.02, 0.03], steps: 40}``
 is a sweep: one attack per ε, and every other setting given as a list of the same length is
 taken element by element (step sizes usually scale with ε).
@@ -82,6 +86,7 @@ class AttackSpec:
     sweep: int | None = None
     label: str = ""  # tells apart entries of one attack that differ in other settings than norm/ε/steps
     budgets: tuple[float, ...] = ()  # minimal-perturbation attacks: the ε-balls δ is also cut to
+    examples: int | None = None  # attack only this many of the evaluated points (a seeded subset of them)
 
     @property
     def norm(self) -> str:
@@ -101,8 +106,11 @@ class AttackSpec:
         return self.name, self.label, self.norm, self.eps, self.steps
 
 
-def parse_suite(suite: object, key: str = "attack.suite") -> list[AttackSpec]:
-    """Validate a params attack suite: a non-empty list of ``{name: ..., <setting>: ...}``; ε lists sweep."""
+def parse_suite(suite: object, key: str = "attack.suite", *, subsets: bool = True) -> list[AttackSpec]:
+    """Validate a params attack suite: a non-empty list of ``{name: ..., <setting>: ...}``; ε lists sweep.
+
+    ``subsets=False`` rejects ``examples`` where an attack must cover every point (transfer examples).
+    """
     if not isinstance(suite, Sequence) or isinstance(suite, str) or not suite:
         raise ConfigError(key, "must be a non-empty list of attacks", ATTACKS.names())
     specs = []
@@ -112,13 +120,14 @@ def parse_suite(suite: object, key: str = "attack.suite") -> list[AttackSpec]:
         name = entry.pop("name", None)
         label = entry.pop("label", "")
         budgets = entry.pop("budgets", None)
+        examples = _check_examples(entry.pop("examples", None), f"{entry_key}.examples", subsets)
         if not isinstance(label, str):
             raise ConfigError(f"{entry_key}.label", f"must be a string, got {label!r}")
         check_settings(name, entry, key=entry_key)
         if budgets is not None:
             budgets = _check_budgets(budgets, name, norm_of(name, entry), f"{entry_key}.budgets")
         for settings, sweep in _expand_sweep(entry, entry_key, index):
-            spec = AttackSpec(name, settings, sweep, label, budgets or ())
+            spec = AttackSpec(name, settings, sweep, label, budgets or (), examples)
             if "eps" in settings:
                 _check_eps(settings["eps"], spec.norm, f"{entry_key}.eps")
             if any(other.identity == spec.identity for other in specs):
@@ -141,6 +150,16 @@ def _expand_sweep(entry: dict, key: str, index: int) -> list[tuple[dict, int | N
     if len(set(grid)) != len(grid):
         raise ConfigError(f"{key}.eps", f"a sweep's ε values must be distinct, got {list(grid)}")
     return [({**entry, **{name: values[i] for name, values in lists.items()}}, index) for i in range(len(grid))]
+
+
+def _check_examples(examples: object, key: str, allowed: bool) -> int | None:
+    if examples is None:
+        return None
+    if not allowed:
+        raise ConfigError(key, "these attacks run on every evaluated point: remove examples")
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
+        raise ConfigError(key, f"must be a positive number of test points, got {examples!r}")
+    return examples
 
 
 def _check_budgets(budgets: object, name: str, norm: str, key: str) -> tuple[float, ...]:
@@ -339,14 +358,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequence
             *(_row(clean, kind, values.mean(), len(y)) for kind, values in _cat_by_kind(metrics).items())]
     outcomes = []
     for spec in suite:
+        if spec.examples is not None and spec in keep:
+            raise ValueError(f"attack {spec.name}: kept adversarial examples must cover every point, not {spec.examples}")
+        points = slice(None) if spec.examples is None else fixed_subset(len(y), spec.examples, seed)
         try:
-            outcome = attack_points(model, x, y, spec, correct, batch_size=batch_size, generator=generator,
-                                    keep=spec in keep)
+            outcome = attack_points(model, x[points], y[points], spec, correct[points], batch_size=batch_size,
+                                    generator=generator, keep=spec in keep)
         except MissingExtra as missing:
             log.warning("skipping %s", missing)
             continue
         outcomes.append(outcome)
-        rows += outcome_rows(outcome, x, correct)
+        rows += outcome_rows(outcome, x[points], correct[points])
     return Evaluation(rows + auc_rows(outcomes), outcomes, correct)
 
 

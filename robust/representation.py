@@ -98,10 +98,10 @@ def _angles(config: object, key: str) -> tuple[AttackSpec | None, tuple[AttackSp
         return None, ()
     if not isinstance(config, Mapping) or set(config) != ANGLE_KEYS:
         raise ConfigError(key, f"must be a mapping {{reference: <attack>, attacks: [<attack>, ...]}}, got {config!r}")
-    reference = parse_suite([config["reference"]], f"{key}.reference")
+    reference = parse_suite([config["reference"]], f"{key}.reference", subsets=False)
     if len(reference) != 1:
         raise ConfigError(f"{key}.reference", "must be one attack at one ε, not a sweep")
-    attacks = parse_suite(config["attacks"], f"{key}.attacks")
+    attacks = parse_suite(config["attacks"], f"{key}.attacks", subsets=False)
     if any(spec.budgets for spec in (*reference, *attacks)):
         raise ConfigError(key, "budgets mean nothing here: each attack's own x′ is compared")
     return reference[0], tuple(attacks)

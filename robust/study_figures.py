@@ -139,7 +139,7 @@ def parse_study_figure(config: object, key: str) -> StudyFigure:
     settings["batch_size"] = int(require_number(config.get("batch_size", 256), f"{key}.batch_size", low=1,
                                                 integer=True))
     if "attacks" in config:
-        settings["attacks"] = parse_suite(config["attacks"], f"{key}.attacks")
+        settings["attacks"] = parse_suite(config["attacks"], f"{key}.attacks", subsets=False)
     if kind == "perturbation_covariance":
         settings["data_split"] = config.get("data_split", "train")
         if settings["data_split"] not in DATA_SPLITS:

@@ -153,3 +153,34 @@ def test_budgets_are_refused_where_they_mean_nothing():
         with pytest.raises(ConfigError, match=rf"suite\[0\]\.budgets': .*{message}"):
             parse_suite([{"name": "deepfool", "norm": "linf", "budgets": budgets}])
     assert parse_suite([{"name": "cw", "budgets": [0, 2.5]}])[0].budgets == (0.0, 2.5)  # L2: ε may exceed 1
+
+
+def test_examples_attack_a_seeded_subset_of_the_evaluated_points(monkeypatch):
+    x, y = _data()
+    attacked = []
+
+    def record(name, model, xb, yb, generator=None, **settings):
+        attacked.append(xb)
+        return xb
+
+    monkeypatch.setattr(evaluate_module, "run_attack", record)
+    suite = parse_suite([{"name": "fgsm", "eps": 0.05, "examples": 12},
+                         {"name": "fgsm", "eps": 0.05, "examples": 12, "label": "again"},
+                         {"name": "fgsm", "eps": 0.1}])
+    rows = evaluate(_linear_model(), x, y, suite, batch_size=5, seed=3).rows
+    subset, again, everything = (torch.cat(attacked[i:j]) for i, j in ((0, 3), (3, 6), (6, 14)))
+    assert torch.equal(subset, x[fixed_subset(40, 12, seed=3)]) and torch.equal(again, subset)
+    assert torch.equal(everything, x)
+    assert {(row["label"], row["eps"], row["n"]) for row in rows if row["attack"] == "fgsm"} == {
+        ("", 0.05, 12), ("again", 0.05, 12), ("", 0.1, 40)}
+
+
+def test_examples_must_be_a_positive_count_and_stay_out_of_full_coverage_suites():
+    for examples in (0, -3, 2.5, True, "100"):
+        with pytest.raises(ConfigError, match=r"suite\[0\]\.examples': must be a positive number"):
+            parse_suite([{"name": "fgsm", "eps": 0.1, "examples": examples}])
+    with pytest.raises(ConfigError, match=r"transfer\[0\]\.examples': these attacks run on every"):
+        parse_suite([{"name": "fgsm", "eps": 0.1, "examples": 10}], "attack.transfer", subsets=False)
+    (spec,) = parse_suite([{"name": "fgsm", "eps": 0.1, "examples": 10}])
+    with pytest.raises(ValueError, match="cover every point"):
+        evaluate(_linear_model(), *_data(), [spec], batch_size=16, seed=0, keep=[spec])

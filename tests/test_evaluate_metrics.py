@@ -150,6 +150,14 @@ def test_autoattack_must_not_be_weaker_than_pgd():
     assert check["metric"] == "check_autoattack_le_pgd" and check["value"] == 0.0  # weaker than PGD-40
 
 
+def test_checks_compare_only_attacks_on_the_same_points():
+    # AutoAttack on a 20-point subset (``examples``) against PGD and FGSM on all 100 points: not comparable
+    rows = [_acc("pgd", "linf", 0.1, 0.25, steps=40), _acc("fgsm", "linf", 0.1, 0.2),
+            _acc("autoattack", "linf", 0.1, 0.5, n=20), _acc("pgd", "linf", 0.1, 0.3, steps=10, n=20)]
+    checks = {(c["attack"], c["n"]): c["value"] for c in suite_checks(rows)}
+    assert checks == {("pgd", 100): 0.0, ("autoattack", 20): 0.0}
+
+
 class _Quantized(nn.Module):
     """Rounds its input first: zero input gradients everywhere, the classic masked model."""
 

@@ -70,6 +70,11 @@ def test_attack_configs_parse_at_every_profile(study, profile):
                        and (profile == "smoke" or s.settings["step_size"] == 0.01) for s in suite)
             assert any(s.name == "fgsm" and s.eps == 0.3 and s.sweep is not None for s in suite)
             assert 0.3 in parse_representation(config["representation"], "representation").eps
+            # Table A3: each of its columns read from an attack on the same 100 points; smoke runs only
+            # AutoAttack, the one of the three without the optional foolbox extra
+            table_a3 = {(s.name, s.norm, s.eps): s.examples for s in suite if s.examples is not None}
+            columns = TABLES.get("bashivan2021-tablea3").columns[:1 if profile == "smoke" else None]
+            assert table_a3 == {(c.attack, c.norm, c.eps): 100 for c in columns}
 
 
 def test_bases_train_from_scratch_with_their_defense(study):
@@ -220,6 +225,18 @@ def test_every_paper_value_appears_in_the_seed_text(table_id):
 
 
 @pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
+def test_table_a3_values_are_the_mnist_rows_after_its_caption():
+    lines = SEED_TEXT.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Table A3:"))
+    rows = [line.split("\t")[2:] for line in lines[start:start + 8] if re.match(r"^(MNIST\tRN18)?\t+\w", line)]
+    table = TABLES.get("bashivan2021-tablea3")
+    for row, cells in zip(table.rows, rows[:4], strict=True):  # the MNIST block comes first
+        assert cells[0] == row.label
+        # TRADES's AutoAttack cell is printed "$\overline{2}$": its one number
+        assert tuple(_numbers(" ".join(cells[1:]))) == row.paper, row.label
+
+
+@pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
 def test_table_a6_values_are_the_merged_cells_after_its_caption():
     lines = SEED_TEXT.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Table A6:"))
@@ -244,6 +261,11 @@ def _synthetic(run: str) -> list[dict]:
             # the labelled transfer attack is also evaluated white-box on the run itself
             {**pgd, "eps": 0.3, "label": "pgd-transfer", "value": 0.89},
             {**fgsm, "eps": 0.3, "value": 0.93},
+            # Table A3's attacks on a 100-point subset (``examples``)
+            {**meta, "attack": "autoattack", "norm": "linf", "eps": 0.3, "metric": "accuracy", "value": 0.91,
+             "n": 100},
+            {**meta, "attack": "boundary", "norm": "l2", "eps": 2.0, "steps": 5000, "metric": "accuracy",
+             "value": 0.8, "n": 100},
             {**pgd, "metric": "auc", "value": 0.83}, {**fgsm, "metric": "auc", "value": 0.84},
             {**pgd, "norm": "l2", "steps": 50, "metric": "auc", "value": 0.5},
             {**meta, "attack": "representation", "metric": "active_units", "value": 14.0},
@@ -280,3 +302,6 @@ def test_tables_render_from_synthetic_rows():
     # Table A6's FC3-PD row is Table 1's AFD run, its PGD-L∞ white-box cell
     tablea6 = render_table(TABLES.get("bashivan2021-tablea6"), results)
     assert _cells(tablea6, "FC3-PD")[1:4] == ["90.00", "97.03", "-7.03"] and _cells(tablea6, "FC1-PD")[1] == "—"
+    # Table A3: B&B did not run (no foolbox extra), its paper value still beside the empty cell
+    tablea3 = _cells(render_table(TABLES.get("bashivan2021-tablea3"), results), "AFD")
+    assert tablea3[1:10] == ["91.00", "92.00", "-1.00", "80.00", "78.00", "2.00", "—", "96.00", "—"]
