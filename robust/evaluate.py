@@ -359,7 +359,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequence
     outcomes = []
     for spec in suite:
         if spec.examples is not None and spec in keep:
-            raise ValueError(f"attack {spec.name}: kept adversarial examples must cover every point, not {spec.examples}")
+            raise ConfigError("attack.transfer", f"{spec.name} has examples: {spec.examples}, but transfer "
+                              "examples must cover every evaluated point: remove examples")
         points = slice(None) if spec.examples is None else fixed_subset(len(y), spec.examples, seed)
         try:
             outcome = attack_points(model, x[points], y[points], spec, correct[points], batch_size=batch_size,

@@ -219,7 +219,7 @@ def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, 
     """
     config, batch_size, n = _attack_settings(params, attack_key)
     suite = parse_suite(config["suite"], f"{attack_key}.suite")
-    transfer = parse_suite(config["transfer"], f"{attack_key}.transfer", subsets=False) if config.get("transfer") else []
+    transfer = parse_suite(config["transfer"], f"{attack_key}.transfer") if config.get("transfer") else []
     large_eps, max_accuracy = large_eps_settings(config.get("sanity"), f"{attack_key}.sanity")
     representation = (parse_representation(config["representation"], f"{attack_key}.representation")
                       if config.get("representation") is not None else None)

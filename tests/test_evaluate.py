@@ -179,8 +179,8 @@ def test_examples_must_be_a_positive_count_and_stay_out_of_full_coverage_suites(
     for examples in (0, -3, 2.5, True, "100"):
         with pytest.raises(ConfigError, match=r"suite\[0\]\.examples': must be a positive number"):
             parse_suite([{"name": "fgsm", "eps": 0.1, "examples": examples}])
-    with pytest.raises(ConfigError, match=r"transfer\[0\]\.examples': these attacks run on every"):
-        parse_suite([{"name": "fgsm", "eps": 0.1, "examples": 10}], "attack.transfer", subsets=False)
+    with pytest.raises(ConfigError, match=r"angles\.attacks\[0\]\.examples': these attacks run on every"):
+        parse_suite([{"name": "fgsm", "eps": 0.1, "examples": 10}], "representation.angles.attacks", subsets=False)
     (spec,) = parse_suite([{"name": "fgsm", "eps": 0.1, "examples": 10}])
-    with pytest.raises(ValueError, match="cover every point"):
+    with pytest.raises(ConfigError, match="transfer examples must cover every evaluated point"):
         evaluate(_linear_model(), *_data(), [spec], batch_size=16, seed=0, keep=[spec])
