@@ -61,7 +61,7 @@ from robust.attacks import (
     norm_of,
     run_attack,
 )
-from robust.attacks.base import project_l2, project_linf
+from robust.attacks.base import flat_norm, project_l2, project_linf
 from robust.errors import ConfigError, MissingExtra
 from robust.jacobian_norms import jacobian_norms, logits_and_jacobian, norms_from_jacobian
 from robust.params import require_mapping
@@ -206,11 +206,16 @@ class Outcome:
     robust_within: dict[float, torch.Tensor] = field(default_factory=dict)
 
 
+def _sizes(spec: AttackSpec, t: torch.Tensor) -> torch.Tensor:
+    """‖t_i‖ of every example in the attack's norm."""
+    return flat_norm(t, NORM_ORDER[spec.norm])
+
+
 def _check_budget(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor) -> None:
     if x_adv.min() < 0 or x_adv.max() > 1:
         raise AssertionError(f"attack {spec.name} left the [0, 1] box")
     if spec.eps is not None and spec.name not in MINIMAL_PERTURBATION:
-        worst = torch.linalg.vector_norm((x_adv - x).flatten(1), ord=NORM_ORDER[spec.norm], dim=1).max().item()
+        worst = _sizes(spec, x_adv - x).max().item()
         if worst > spec.eps + BUDGET_TOLERANCE:
             raise AssertionError(f"attack {spec.name}: ‖δ‖ ({spec.norm}) = {worst:.6f} exceeds ε = {spec.eps}")
 
@@ -240,7 +245,7 @@ def attack_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
             robust.append((model(x_adv).argmax(1) == yb).cpu())
             for eps, kept_robust in within.items():
                 kept_robust.append((model(cut_to_budget(spec, xb, x_adv, eps)).argmax(1) == yb).cpu())
-        norms.append(torch.linalg.vector_norm((x_adv - xb).flatten(1), ord=NORM_ORDER[spec.norm], dim=1).cpu())
+        norms.append(_sizes(spec, x_adv - xb).cpu())
         if keep:
             kept.append(x_adv.cpu())
         if spec.name in MINIMAL_PERTURBATION:
@@ -253,7 +258,7 @@ def attack_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
 def cut_to_budget(spec: AttackSpec, x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
     """x + δ cut to the ε-ball of the attack's norm (inside the box: it lies between x and x_adv)."""
     x_cut = x + BALL_PROJECTIONS[spec.norm](x_adv - x, eps)
-    worst = torch.linalg.vector_norm((x_cut - x).flatten(1), ord=NORM_ORDER[spec.norm], dim=1).max().item()
+    worst = _sizes(spec, x_cut - x).max().item()
     if worst > eps + BUDGET_TOLERANCE:
         raise AssertionError(f"attack {spec.name}: δ cut to ε = {eps} has ‖δ‖ ({spec.norm}) = {worst:.6f}")
     return x_cut
@@ -273,7 +278,7 @@ def outcome_rows(outcome: Outcome, x: torch.Tensor, correct: torch.Tensor) -> li
     rows += [_row(spec, "mean_norm", fooled.mean() if len(fooled) else nan, n),
              _row(spec, "median_norm", fooled.median() if len(fooled) else nan, n)]
     if spec.name in MINIMAL_PERTURBATION:
-        size = torch.linalg.vector_norm(x.flatten(1), ord=NORM_ORDER[spec.norm], dim=1).clamp_min(1e-12)
+        size = _sizes(spec, x).clamp_min(1e-12)
         rows.append(_row(spec, "rho_adv", (outcome.norms * correct / size).mean(), n))
     rows += [_row(spec, kind, values.mean(), n) for kind, values in outcome.jacobian.items()]
     return rows + budget_rows(outcome)
