@@ -72,9 +72,11 @@ def test_attack_configs_parse_at_every_profile(study, profile):
             assert 0.3 in parse_representation(config["representation"], "representation").eps
             # Table A3: each of its columns read from an attack on the same 100 points; smoke runs only
             # AutoAttack, the one of the three without the optional foolbox extra
-            table_a3 = {(s.name, s.norm, s.eps): s.examples for s in suite if s.examples is not None}
-            columns = TABLES.get("bashivan2021-tablea3").columns[:1 if profile == "smoke" else None]
-            assert table_a3 == {(c.attack, c.norm, c.eps): 100 for c in columns}
+            table_a3 = {(s.name, s.norm, s.eps, s.label): s.examples for s in suite if s.examples is not None}
+            columns = TABLES.get("bashivan2021-tablea3").columns
+            if profile == "smoke":
+                columns = [c for c in columns if c.attack in ("autoattack", "pgd")]
+            assert table_a3 == {(c.attack, c.norm, c.eps, c.attack_label or ""): 100 for c in columns}
 
 
 def test_bases_train_from_scratch_with_their_defense(study):
@@ -233,7 +235,8 @@ def test_table_a3_values_are_the_mnist_rows_after_its_caption():
     for row, cells in zip(table.rows, rows[:4], strict=True):  # the MNIST block comes first
         assert cells[0] == row.label
         # TRADES's AutoAttack cell is printed "$\overline{2}$": its one number
-        assert tuple(_numbers(" ".join(cells[1:]))) == row.paper, row.label
+        assert tuple(_numbers(" ".join(cells[1:]))) == row.paper[:3], row.label
+        assert row.paper[3] is None  # the added PGD column
 
 
 @pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
@@ -266,6 +269,7 @@ def _synthetic(run: str) -> list[dict]:
              "n": 100},
             {**meta, "attack": "boundary", "norm": "l2", "eps": 2.0, "steps": 5000, "metric": "accuracy",
              "value": 0.8, "n": 100},
+            {**pgd, "eps": 0.3, "label": "table-a3", "value": 0.94, "n": 100},
             {**pgd, "metric": "auc", "value": 0.83}, {**fgsm, "metric": "auc", "value": 0.84},
             {**pgd, "norm": "l2", "steps": 50, "metric": "auc", "value": 0.5},
             {**meta, "attack": "representation", "metric": "active_units", "value": 14.0},
@@ -304,4 +308,5 @@ def test_tables_render_from_synthetic_rows():
     assert _cells(tablea6, "FC3-PD")[1:4] == ["90.00", "97.03", "-7.03"] and _cells(tablea6, "FC1-PD")[1] == "—"
     # Table A3: B&B did not run (no foolbox extra), its paper value still beside the empty cell
     tablea3 = _cells(render_table(TABLES.get("bashivan2021-tablea3"), results), "AFD")
-    assert tablea3[1:10] == ["91.00", "92.00", "-1.00", "80.00", "78.00", "2.00", "—", "96.00", "—"]
+    assert tablea3[1:10] == ["91", "92", "-1", "80", "78", "2", "—", "96", "—"]
+    assert tablea3[10:12] == ["94", "not in text"]  # PGD on the same points: no paper value
