@@ -116,8 +116,7 @@ TABLE2 = register_table(Table(
 
 
 # Table A3, MNIST rows: AutoAttack, Boundary and B&B, each on 100 random test points (the suite's
-# ``examples: 100``)
-# (whole percentages, as the paper prints them: one point of 100 is one percent)
+# ``examples: 100``), in whole percentages as the paper prints them (one point is one percent)
 TABLEA3_COLUMNS = (
     _accuracy("AutoAttack", "autoattack", norm="linf", eps=0.3, digits=0),
     _accuracy("Boundary", "boundary", norm="l2", eps=2.0, digits=0),
