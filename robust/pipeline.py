@@ -83,7 +83,7 @@ def defense_config(params: Mapping, key: str, default: Mapping | None = None) ->
     return {**config, **own}
 
 
-SCALE_KEYS = {"epochs", "batch_size", "lr", "milestones", "gamma"}
+SCALE_KEYS = {"epochs", "batch_size", "lr", "milestones", "gamma", "lr_decay"}
 ATTACK_SETTINGS = {"suite", "batch_size", "transfer", "sanity", "representation"}
 
 

@@ -55,6 +55,7 @@ class TrainConfig:
     l2: float = 0.0  # official-code style penalty l2 · Σ‖w‖²/2 over ``model.l2_weights()``
     milestones: tuple[int, ...] = ()  # epochs after which the learning rate is multiplied by gamma
     gamma: float = 0.1
+    lr_decay: float | None = None  # instead of milestones: the learning rate multiplied by this after every epoch
     seed: int = 0
     momentum: float | None = None  # sgd / rmsprop momentum (torch default 0 when None)
     beta1: float | None = None  # adam's first-moment decay (torch default 0.9 when None; the critic uses 0.5)
@@ -74,6 +75,8 @@ class TrainConfig:
             milestones=tuple(int(require_number(m, f"{key}.milestones", low=1, integer=True))
                              for m in values.get("milestones") or ()),
             gamma=float(require_number(values.get("gamma", 0.1), f"{key}.gamma", low=0)),
+            lr_decay=None if values.get("lr_decay") is None else
+            float(require_number(values["lr_decay"], f"{key}.lr_decay", low=0, high=1)),
             seed=seed,
             momentum=None if values.get("momentum") is None else
             float(require_number(values["momentum"], f"{key}.momentum", low=0, high=1)),
@@ -90,7 +93,14 @@ class TrainConfig:
             raise ConfigError(f"{key}.momentum", "applies to sgd and rmsprop; adam's is beta1")
         if config.beta1 is not None and config.optimizer != "adam":
             raise ConfigError(f"{key}.beta1", f"applies to adam only, not {config.optimizer!r}")
+        if config.lr_decay is not None and config.milestones:
+            raise ConfigError(f"{key}.lr_decay", "decays after every epoch: give it or milestones, not both")
         return config
+
+    def build_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.lr_decay is not None:
+            return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(self.milestones), gamma=self.gamma)
 
     def build_optimizer(self, parameters) -> torch.optim.Optimizer:
         extra = {}
@@ -174,7 +184,7 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
     sync = Sync() if rank_and_size()[1] > 1 else None
     main = sync is None or sync.rank == 0
     optimizer = config.build_optimizer(model.parameters())
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
+    schedule = config.build_schedule(optimizer)
     history: list[dict] = []
     start_epoch = 0
     settings = f"{config!r} {resume_tag}"

@@ -171,6 +171,18 @@ def test_defenses_hear_the_epoch_and_the_learning_rate_schedule():
     assert defense.epochs_seen == [(0, 3, 1.0), (1, 3, 1.0), (2, 3, pytest.approx(0.5))]  # milestone 2, γ 0.5
 
 
+def test_lr_decay_multiplies_the_learning_rate_after_every_epoch():
+    x, y = _toy_data()
+    defense = _Recording()
+    config = TrainConfig.from_params(key="k", seed=5, epochs=3, batch_size=32, lr=3e-3, lr_decay=0.95)
+    history, _ = train(_fresh_model(), defense, x, y, config)
+    assert [factor for _, _, factor in defense.epochs_seen] == [1.0, pytest.approx(0.95), pytest.approx(0.95 ** 2)]
+    assert history.lr.tolist() == pytest.approx([3e-3, 3e-3 * 0.95, 3e-3 * 0.95 ** 2])
+    for values, message in (({"lr_decay": 1.5}, "k\\.lr_decay"), ({"lr_decay": 0.9, "milestones": [2]}, "not both")):
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_params(key="k", seed=0, epochs=3, batch_size=32, lr=3e-3, **values)
+
+
 def test_momentum_and_beta1_reach_the_optimizer_and_are_checked():
     sgd = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="sgd", momentum=0.9)
     adam = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=5e-4, optimizer="adam", beta1=0.5)
