@@ -9,6 +9,8 @@ own warnings (Croce & Hein 2020):
 - ``iterative_le_single_step`` — an iterative attack (PGD, MIM) is at least as strong as the
   single-step attack of its norm (FGSM for L∞, FGM for L2) at the same ε;
 - ``autoattack_le_pgd`` — AutoAttack is at least as strong as PGD at the same norm and ε;
+- ``pgd_le_gradient_free`` — PGD is at least as strong as the Square attack, which reads no
+  gradients, at the same norm and ε; stored on the PGD row, whose number it questions;
 - ``large_eps_reaches_zero`` — PGD at a large L∞ ε (default 0.5: any image can be moved half
   way to any other) leaves (almost) no point correct; if it does not, gradients are not
   guiding the attack;
@@ -55,10 +57,17 @@ def check_row(attack: str, norm: str, eps: float, steps: int, name: str, holds: 
             "value": 1.0 if holds else 0.0, "n": n}
 
 
-def _accuracies(rows: Sequence[dict], attack: str, norm: str, eps: float, n: int) -> list[float]:
-    # rows over the same number of points cover the same points (``examples`` subsets are seeded)
-    return [r["value"] for r in rows if r["metric"] == "accuracy" and r["attack"] == attack and r["norm"] == norm
-            and r["eps"] == eps and r["n"] == n]
+def _same_points(rows: Sequence[dict], attack: str, like: dict) -> list[dict]:
+    """``attack``'s accuracy rows at ``like``'s norm and ε on the same points.
+
+    Rows over the same number of points cover the same points (``examples`` subsets are seeded).
+    """
+    return [r for r in rows if r["metric"] == "accuracy" and r["attack"] == attack and r["norm"] == like["norm"]
+            and r["eps"] == like["eps"] and r["n"] == like["n"]]
+
+
+def _accuracies(rows: Sequence[dict], attack: str, like: dict) -> list[float]:
+    return [r["value"] for r in _same_points(rows, attack, like)]
 
 
 def suite_checks(rows: Sequence[dict]) -> list[dict]:
@@ -69,16 +78,20 @@ def suite_checks(rows: Sequence[dict]) -> list[dict]:
             continue
         slack = 1.0 / row["n"]
         if row["attack"] in ITERATIVE and row["norm"] in SINGLE_STEP:
-            single = _accuracies(rows, SINGLE_STEP[row["norm"]], row["norm"], row["eps"], row["n"])
+            single = _accuracies(rows, SINGLE_STEP[row["norm"]], row)
             if single:
                 checks.append(check_row(row["attack"], row["norm"], row["eps"], row["steps"],
                                         "iterative_le_single_step", row["value"] <= min(single) + slack, row["n"],
                                         row["label"]))
         if row["attack"] == "autoattack":
-            pgd = _accuracies(rows, "pgd", row["norm"], row["eps"], row["n"])
+            pgd = _accuracies(rows, "pgd", row)
             if pgd:
                 checks.append(check_row("autoattack", row["norm"], row["eps"], row["steps"], "autoattack_le_pgd",
                                         row["value"] <= min(pgd) + slack, row["n"], row["label"]))
+        if row["attack"] == "square":
+            checks += [check_row("pgd", pgd["norm"], pgd["eps"], pgd["steps"], "pgd_le_gradient_free",
+                                 pgd["value"] <= row["value"] + slack, pgd["n"], pgd["label"])
+                       for pgd in _same_points(rows, "pgd", row)]
     return checks
 
 

@@ -37,6 +37,7 @@ SETTINGS = {
     "jsma": dict(eps=0.5, steps=5),  # target="random": the generator matters
     "uniform_noise": dict(eps=0.05, draws=3),
     "autoattack": dict(eps=0.05, steps=5, queries=50),
+    "square": dict(eps=0.05, queries=50),
     "boundary": dict(eps=0.5, steps=20),  # needs foolbox
     "brendel_bethge": dict(eps=0.05, steps=5),  # needs foolbox and numba; numba compiles ~1 min once
     "lrc": dict(sigma=0.05, decay_length=2.0, draws=3),

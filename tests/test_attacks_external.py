@@ -1,4 +1,4 @@
-"""Tests for robust.attacks.external: AutoAttack (torchattacks) and Foolbox's Boundary and B&B attacks.
+"""Tests for robust.attacks.external: AutoAttack and Square (torchattacks), Foolbox's Boundary and B&B attacks.
 
 AutoAttack: budget and box, fixed-generator determinism, the global RNG and the model's
 modes untouched, and robust accuracy no higher than our PGD's at the same ε. Foolbox attacks:
@@ -20,7 +20,7 @@ from prototypes import accuracy, trained_classifier
 from torch import nn
 
 from robust.attacks import DEFAULT_NORM, run_attack
-from robust.attacks.external import autoattack, boundary, brendel_bethge, missing_extra
+from robust.attacks.external import autoattack, boundary, brendel_bethge, missing_extra, square
 from robust.attacks.pgd import pgd
 from robust.errors import MissingExtra
 
@@ -58,6 +58,7 @@ def _flipped_fraction(model: nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y:
 
 def test_default_norms():
     assert DEFAULT_NORM["autoattack"] == "linf" and DEFAULT_NORM["brendel_bethge"] == "linf"
+    assert DEFAULT_NORM["square"] == "linf"
     assert DEFAULT_NORM["boundary"] == "l2"
 
 
@@ -117,6 +118,29 @@ def test_autoattack_reads_the_number_of_classes_from_the_model():
         y = model(x).argmax(1)
     x_adv = autoattack(model, x, y, eps=0.5, generator=gen, **QUICK_AA)
     assert _flipped_fraction(model, x_adv, x, y) > 0.5
+
+
+class _Rounded(nn.Module):
+    """Rounds its input to quarters first: zero input gradients everywhere, the classic masked model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * 4) / 4)
+
+
+def test_square_needs_no_gradients_and_beats_pgd_on_a_masked_model(trained):
+    model, x, y = trained
+    masked = _Rounded(model).eval()
+    eps = 0.3
+    x_adv = square(masked, x, y, eps=eps, queries=300, generator=_gen())
+    assert _norms(x_adv, x, "linf").max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    pgd_acc = accuracy(masked, pgd(masked, x, y, eps=eps, steps=20, step_size=eps / 8, generator=_gen()), y)
+    # PGD's gradients are all zero, so it is no better than its random start; Square only reads scores
+    assert accuracy(masked, x_adv, y) < pgd_acc - 0.2, (accuracy(masked, x_adv, y), pgd_acc)
+    assert torch.equal(x_adv, square(masked, x, y, eps=eps, queries=300, generator=_gen()))
 
 
 # ---------------------------------------------------------------- Foolbox attacks

@@ -150,6 +150,16 @@ def test_autoattack_must_not_be_weaker_than_pgd():
     assert check["metric"] == "check_autoattack_le_pgd" and check["value"] == 0.0  # weaker than PGD-40
 
 
+@pytest.mark.parametrize("square, holds", [(0.30, True), (0.28, True), (0.20, False)])
+def test_pgd_must_not_be_weaker_than_the_gradient_free_square_attack(square, holds):
+    rows = [_acc("pgd", "linf", 0.1, 0.29, steps=40), _acc("square", "linf", 0.1, square),
+            _acc("pgd", "linf", 0.1, 0.1, steps=40, n=20)]  # other points: not compared
+    (check,) = suite_checks(rows)
+    # stored on the PGD row: its number is the one a masked gradient inflates
+    assert (check["attack"], check["steps"], check["metric"]) == ("pgd", 40, "check_pgd_le_gradient_free")
+    assert check["value"] == float(holds)
+
+
 def test_checks_compare_only_attacks_on_the_same_points():
     # AutoAttack on a 20-point subset (``examples``) against PGD and FGSM on all 100 points: not comparable
     rows = [_acc("pgd", "linf", 0.1, 0.25, steps=40), _acc("fgsm", "linf", 0.1, 0.2),

@@ -75,7 +75,7 @@ def test_attack_configs_parse_at_every_profile(study, profile):
             table_a3 = {(s.name, s.norm, s.eps, s.label): s.examples for s in suite if s.examples is not None}
             columns = TABLES.get("bashivan2021-tablea3").columns
             if profile == "smoke":
-                columns = [c for c in columns if c.attack in ("autoattack", "pgd")]
+                columns = [c for c in columns if c.attack in ("autoattack", "pgd", "square")]
             assert table_a3 == {(c.attack, c.norm, c.eps, c.attack_label or ""): 100 for c in columns}
 
 
@@ -236,7 +236,7 @@ def test_table_a3_values_are_the_mnist_rows_after_its_caption():
         assert cells[0] == row.label
         # TRADES's AutoAttack cell is printed "$\overline{2}$": its one number
         assert tuple(_numbers(" ".join(cells[1:]))) == row.paper[:3], row.label
-        assert row.paper[3] is None  # the added PGD column
+        assert row.paper[3:] == (None, None)  # the added PGD and Square columns
 
 
 @pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
@@ -310,3 +310,4 @@ def test_tables_render_from_synthetic_rows():
     tablea3 = _cells(render_table(TABLES.get("bashivan2021-tablea3"), results), "AFD")
     assert tablea3[1:10] == ["91", "92", "-1", "80", "78", "2", "—", "96", "—"]
     assert tablea3[10:12] == ["94", "not in text"]  # PGD on the same points: no paper value
+    assert tablea3[13] == "—"  # Square: not among the synthetic rows

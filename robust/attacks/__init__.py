@@ -26,7 +26,7 @@ DEFAULT_NORM: dict[str, str] = {
     "fgsm": "linf", "fgm": "l2", "pgd": "linf", "mim": "linf", "deepfool": "l2", "cw": "l2", "ddn": "l2",
     "high_confidence": "l2",
     "jsma": "linf", "uniform_noise": "linf", "lrc": "linf",
-    "autoattack": "linf", "boundary": "l2", "brendel_bethge": "linf",
+    "autoattack": "linf", "square": "linf", "boundary": "l2", "brendel_bethge": "linf",
 }
 
 # imported for their @ATTACKS.register side effect; after ATTACKS exists

@@ -1,4 +1,5 @@
-"""Attacks run through kept libraries, not rewritten: AutoAttack (torchattacks) and Foolbox's Boundary and B&B.
+"""Attacks run through kept libraries, not rewritten: AutoAttack and Square (torchattacks), Foolbox's Boundary
+and B&B.
 
 - ``autoattack``: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble
   of diverse parameter-free attacks", arXiv 2003.01690, version "standard": APGD-CE, APGD-T,
@@ -9,6 +10,9 @@
   at most 9 target classes (K − 1 below 10 classes, K read from the model's output; torchattacks
   assumes 10 classes), ``queries`` = 5,000 for Square without its rescaled schedule, one restart
   each. Lower ``steps`` and ``queries`` are for quick runs only.
+- ``square``: Andriushchenko et al., "Square Attack: a query-efficient black-box adversarial attack
+  via random search", arXiv 1912.00049: AutoAttack's score-based member alone (torchattacks'
+  Square, the same ``queries``), which reads no gradients and so checks PGD for masked ones.
 - ``boundary``: Brendel, Rauber & Bethge, "Decision-Based Adversarial Attacks", arXiv 1712.04248,
   Foolbox 3's ``BoundaryAttack`` (L2, its only norm), 5,000 steps as in AFD Table A3
   (Bashivan et al., arXiv 2006.04621), Foolbox's other defaults.
@@ -171,30 +175,66 @@ def autoattack(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Standard AutoAttack at radius ``eps`` in ``norm`` ("linf" or "l2"); ``generator`` seeds it."""
-    norm = check_choice(norm, "norm", AUTOATTACK_NORMS)
-    eps = check_eps(eps, norm=norm)
     steps = check_positive_int(steps, "steps")
     queries = check_positive_int(queries, "queries")
-    check_inputs(x, y)
     import torchattacks as ta  # noqa: PLC0415  (heavy import, only when AutoAttack runs)
 
+    def build(facade: nn.Module, common: dict, n_classes: int):
+        return ta.MultiAttack([
+            ta.APGD(facade, loss="ce", steps=steps, **common),
+            ta.APGDT(facade, steps=steps, n_classes=n_classes, **common),
+            ta.FAB(facade, steps=steps, multi_targeted=True, n_classes=n_classes, **common),
+            ta.Square(facade, n_queries=queries, resc_schedule=False, **common),
+        ])
+
+    return _torchattacks_run("autoattack", build, model, x, y, eps=eps, norm=norm, generator=generator)
+
+
+@ATTACKS.register("square")
+def square(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: str = "linf",
+    queries: int = 5000,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The Square Attack alone (Andriushchenko et al., arXiv 1912.00049; AutoAttack's last member).
+
+    It reads only the model's scores, never its gradients: where it beats PGD, PGD's gradients are
+    masked (Carlini et al., arXiv 1902.06705, §5), which the sanity check ``pgd_le_gradient_free``
+    reports.
+    """
+    queries = check_positive_int(queries, "queries")
+    import torchattacks as ta  # noqa: PLC0415
+
+    def build(facade: nn.Module, common: dict, n_classes: int):
+        return ta.Square(facade, n_queries=queries, resc_schedule=False, **common)
+
+    return _torchattacks_run("square", build, model, x, y, eps=eps, norm=norm, generator=generator)
+
+
+def _torchattacks_run(name: str, build: Callable[[nn.Module, dict, int], nn.Module], model: nn.Module,
+                      x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """Run the torchattacks attack ``build(facade, common settings, classes to target)`` under the contract."""
+    norm = check_choice(norm, "norm", AUTOATTACK_NORMS)
+    eps = check_eps(eps, norm=norm)
+    check_inputs(x, y)
     x = x.detach()
     if not len(x):
         return x.clone()
-    seed = _seed_from(generator, "autoattack")
+    seed = _seed_from(generator, name)
     with torch.no_grad():
         n_classes = model(x).shape[1]
     # torchattacks' APGD-T and FAB-T target n_classes − 1 classes
     n_classes = min(n_classes, MAX_TARGET_CLASSES + 1)
     with _library_call(model, x, seed) as facade:
         common = {"norm": AUTOATTACK_NORMS[norm], "eps": eps, "seed": seed, "n_restarts": 1}
-        suite = ta.MultiAttack([
-            ta.APGD(facade, loss="ce", steps=steps, **common),
-            ta.APGDT(facade, steps=steps, n_classes=n_classes, **common),
-            ta.FAB(facade, steps=steps, multi_targeted=True, n_classes=n_classes, **common),
-            ta.Square(facade, n_queries=queries, resc_schedule=False, **common),
-        ])
-        x_adv = suite(x.float(), y)  # FAB works in float32 only; the facade feeds the model its own dtype
+        x_adv = build(facade, common, n_classes)(x.float(), y)  # FAB works in float32 only; the facade
+        # feeds the model its own dtype
     return _into_budget(x, x_adv, eps, norm)
 
 
