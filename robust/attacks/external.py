@@ -233,8 +233,8 @@ def _torchattacks_run(name: str, build: Callable[[nn.Module, dict, int], nn.Modu
     n_classes = min(n_classes, MAX_TARGET_CLASSES + 1)
     with _library_call(model, x, seed) as facade:
         common = {"norm": AUTOATTACK_NORMS[norm], "eps": eps, "seed": seed, "n_restarts": 1}
-        x_adv = build(facade, common, n_classes)(x.float(), y)  # FAB works in float32 only; the facade
-        # feeds the model its own dtype
+        # FAB works in float32 only; the facade feeds the model its own dtype
+        x_adv = build(facade, common, n_classes)(x.float(), y)
     return _into_budget(x, x_adv, eps, norm)
 
 
