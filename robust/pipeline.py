@@ -103,14 +103,14 @@ def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
     seed = own.get("seed", seed_of(params))
     require_number(seed, f"{key}.seed", low=0, integer=True)
     return TrainConfig.from_params(key=key, seed=int(seed), **{**scale, **overrides, **{
-        k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs", "momentum", "beta1", "amp"}}})
+        k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs", "momentum", "beta1", "amp", "augment"}}})
 
 
 def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path, *, name: str,
                   cost_out: Path | None = None) -> pd.DataFrame:
     """Training of a base model from scratch: plain, or with the config's ``defense`` ("regular" training)."""
     config = require_mapping(lookup(params, base_key), base_key)
-    check_keys(config, base_key, {"arch", "optimizer", "l2", "momentum", "beta1", "amp", "defense",
+    check_keys(config, base_key, {"arch", "optimizer", "l2", "momentum", "beta1", "amp", "augment", "defense",
                                        "seed", "profiles", FIXED_KEY}, {"arch"})
     base_defense = defense_config(params, f"{base_key}.defense", default={"name": "none"})
     defense = build_defense(base_defense, key=f"{base_key}.defense")
@@ -144,7 +144,7 @@ def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir:
     run_defense = defense_config(params, defense_key)
     defense = build_defense(run_defense, key=defense_key)
     check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key,
-               {"optimizer", "momentum", "beta1", "epochs", "amp", "profiles"})
+               {"optimizer", "momentum", "beta1", "epochs", "amp", "augment", "profiles"})
     train_config = _train_config(params, "finetune", finetune_key)
     seed_everything(train_config.seed)
     model, model_config = load_model(base_dir / "model.pt", device(params))

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robust.augment import Augment
 from robust.defenses import DEFENSES, Defense
 from robust.device import bf16_autocast_available
 from robust.distributed import Sync, rank_and_size
@@ -59,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     momentum: float | None = None  # sgd / rmsprop momentum (torch default 0 when None)
     beta1: float | None = None  # adam's first-moment decay (torch default 0.9 when None; the critic uses 0.5)
+    augment: Augment | None = None  # random crops and flips of the training images (robust.augment)
     amp: bool = False  # bf16 autocast around the defense's step, where the defense allows it (module docstring)
     key: str = "train"  # the params key the values came from, named in errors found at training time
 
@@ -82,6 +84,7 @@ class TrainConfig:
             float(require_number(values["momentum"], f"{key}.momentum", low=0, high=1)),
             beta1=None if values.get("beta1") is None else
             float(require_number(values["beta1"], f"{key}.beta1", low=0, high=1)),
+            augment=Augment.from_params(values.get("augment"), f"{key}.augment"),
             amp=values.get("amp", False),
             key=key,
         )
@@ -214,6 +217,7 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
             # defenses with their own networks and optimizers follow the model's schedule and progress
             defense.start_epoch(epoch, config.epochs, lr_factor=optimizer.param_groups[0]["lr"] / config.lr)
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch)))
+            draws = config.augment.draw(len(x), _epoch_seed(config.seed, epoch)) if config.augment else None
             totals: dict[str, float] = {}
             seen = 0
             model.train()
@@ -229,6 +233,8 @@ def train(model: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, 
                     sync.weight = len(local) / len(index)
                     index = local
                 xb, yb = x[index].to(device), y[index].to(device)
+                if draws is not None:
+                    xb = config.augment.apply(xb, draws[index])
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(config, defense, device):
                     loss, logs = defense.training_step(model, xb, yb)

@@ -3,13 +3,14 @@
 Two processes are spawned the way torchrun would start them (its environment variables), each
 opens the process group with ``process_group`` and trains with ``train``. Checked: every rank
 ends with the same weights, a loss that is a mean over examples gives the one-process run on
-the whole global batches (plain cross-entropy, and AFD with its discriminator and embedding
-steps), and a defense with extra networks and BatchNorm (JARN) is identical across ranks and
+the whole global batches (plain cross-entropy, with and without crops and flips, and AFD with its
+discriminator and embedding steps), and a defense with extra networks and BatchNorm (JARN) is identical across ranks and
 repeats itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 
@@ -18,6 +19,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from robust.augment import Augment
 from robust.defenses import build_defense
 from robust.distributed import Launch, is_main, launch_from_env, process_group
 from robust.train import TrainConfig, seed_everything, train
@@ -26,6 +28,8 @@ WORLD = 2
 # 37 examples in batches of 8: four even batches and a last one of 5 split 3/2, so unequal shares are weighed
 N_EXAMPLES, CLASSES = 37, 3
 CONFIG = TrainConfig(epochs=2, batch_size=8, lr=0.05, optimizer="sgd", momentum=0.5, l2=1e-3, seed=3)
+# each example's crop and flip are drawn for the whole training set, so sharding a batch keeps them
+AUGMENTED = dataclasses.replace(CONFIG, augment=Augment(crop=2, flip=True))
 DEFENSES = {
     "none": {"name": "none"},
     "afd": {"name": "afd", "attack": {"name": "fgsm", "eps": 0.1}, "lr_embed": 0.05, "lr_disc": 0.05,
@@ -67,11 +71,11 @@ def _state(model: nn.Module, defense) -> dict[str, torch.Tensor]:
     return state
 
 
-def _run(name: str, batchnorm: bool) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def _run(name: str, batchnorm: bool, config: TrainConfig = CONFIG) -> tuple[dict[str, torch.Tensor], list[dict]]:
     seed_everything(0)
     model = _model(batchnorm)
     defense = build_defense(DEFENSES[name])
-    history, _ = train(model, defense, *_data(), CONFIG)
+    history, _ = train(model, defense, *_data(), config)
     return _state(model, defense), history.to_dict("records")
 
 
@@ -82,6 +86,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     with process_group(torch.device("cpu")) as launch:
         assert launch == Launch(rank, WORLD, rank) and is_main() == (rank == 0)
         results = {"none": _run("none", False), "afd": _run("afd", False),
+                   "none_augmented": _run("none", False, AUGMENTED),
                    "jarn": _run("jarn", True), "jarn_again": _run("jarn", True)}
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
 
@@ -108,10 +113,10 @@ def test_every_rank_ends_with_the_same_weights_and_history(ranks, name):
     assert history0 == history1
 
 
-@pytest.mark.parametrize("name", ["none", "afd"])
+@pytest.mark.parametrize("name", ["none", "afd", "none_augmented"])
 def test_two_processes_equal_one_process_on_the_whole_batches(ranks, name):
     state, history = ranks[0][name]
-    reference, reference_history = _run(name, False)
+    reference, reference_history = _run(*{"none_augmented": ("none", False, AUGMENTED)}.get(name, (name, False)))
     assert state.keys() == reference.keys()
     for key in state:
         torch.testing.assert_close(state[key], reference[key], rtol=1e-5, atol=1e-6, msg=key)
