@@ -48,15 +48,27 @@ def device(params: Mapping) -> torch.device:
     return local_device(resolve_device(params.get("device", "auto")))
 
 
+DATA_SIZES = ("max_train", "max_test")
+
+
 def prepare_dataset(params: Mapping, data_key: str, out_dir: Path) -> dict:
-    """Load the dataset named at ``data_key`` and write its (profile-sized) tensors + manifest."""
+    """Load the dataset named at ``data_key`` and write its (profile-sized) tensors + manifest.
+
+    ``<data_key>.profiles.<profile>`` may replace, for one profile, the dataset (``name``, ``root``)
+    and the profile's subset sizes (``max_train``, ``max_test``): a CIFAR-10 study reads CIFAR-10
+    at the cpu and paper profiles and the embedded digits at smoke, where nothing is downloaded.
+    """
     config = require_mapping(lookup(params, data_key), data_key)
-    check_keys(config, data_key, {"name", "root"}, {"name"})
+    check_keys(config, data_key, {"name", "root", "profiles"}, {"name"})
     profile, settings = profile_settings(params)
-    sizes = {split: settings.get(split) for split in ("max_train", "max_test")}
-    for split, size in sizes.items():
-        if size is not None:
-            require_number(size, f"profiles.{profile}.{split}", low=1, integer=True)
+    own = profile_overrides(config, data_key, profile, {"name", "root", *DATA_SIZES})
+    sizes = {}
+    for split in DATA_SIZES:
+        key = f"{data_key}.profiles.{profile}.{split}" if split in own else f"profiles.{profile}.{split}"
+        sizes[split] = own.get(split, settings.get(split))
+        if sizes[split] is not None:
+            require_number(sizes[split], key, low=1, integer=True)
+    config = {**config, **own}
     return data.prepare(config["name"], out_dir, root=config.get("root"), seed=seed_of(params), **sizes)
 
 

@@ -18,6 +18,7 @@ from robust import data
 from robust.datasets import class_allocation, stratified_indices
 from robust.datasets.imagefolder import CIFAR10_CLASSES, _image_key
 from robust.errors import ConfigError
+from robust.pipeline import prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -128,6 +129,36 @@ def test_subset_is_stratified_and_seeded(tmp_path):
 def test_max_larger_than_split_keeps_everything(tmp_path):
     manifest = data.prepare("digits", tmp_path, max_train=10**6, max_test=10)
     assert manifest["counts"] == {"train": 1438, "test": 10}
+
+
+def _study_params(profile: str) -> dict:
+    """A study's own dataset beside the profiles, as in params.yaml's ``cifar10``."""
+    return {"profile": profile, "seed": 0,
+            "profiles": {"smoke": {"max_train": None, "max_test": None}, "cpu": {"max_train": None, "max_test": 40}},
+            "cifar10": {"name": "cifar10-jpeg", "root": "nowhere",
+                        "profiles": {"smoke": {"name": "digits", "root": None}, "cpu": {"max_train": 60}}}}
+
+
+def test_a_dataset_may_replace_its_name_and_sizes_for_one_profile(tmp_path):
+    manifest = prepare_dataset(_study_params("smoke"), "cifar10", tmp_path / "smoke")
+    assert manifest["name"] == "digits" and manifest["counts"] == {"train": 1438, "test": 359}
+    params = _study_params("cpu")
+    params["cifar10"] = {"name": "digits", "profiles": params["cifar10"]["profiles"]}
+    # its own max_train, the profile's max_test
+    assert prepare_dataset(params, "cifar10", tmp_path / "cpu")["counts"] == {"train": 60, "test": 40}
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"profiles": {"smoke": {"epochs": 3}}}, "cifar10.profiles.smoke.epochs"),
+    ({"profiles": {"smoke": {"name": "digits", "max_train": 0}}}, "cifar10.profiles.smoke.max_train"),
+    ({"size": 3}, "cifar10.size"),
+])
+def test_bad_dataset_profile_settings_name_their_key(tmp_path, change, key):
+    params = _study_params("smoke")
+    params["cifar10"] = {**params["cifar10"], **change}
+    with pytest.raises(ConfigError) as err:
+        prepare_dataset(params, "cifar10", tmp_path)
+    assert err.value.key == key
 
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, "10", True])

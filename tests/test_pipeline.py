@@ -64,6 +64,8 @@ KEPT_RUNS = {
     "matyasko2018": {"fc-critic-s0"},
     "chan2020": set(),
     "roth2018": set(),
+    # a study on another dataset than the main run's (params.yaml `cifar10`: digits at smoke)
+    "roth2018-cifar10": {"clean"},
     "bashivan2021": set(),
     "leaderboard": set(),
 }

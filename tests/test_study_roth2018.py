@@ -1,5 +1,5 @@
-"""The SGR study (Roth et al. 2018): its index entries, its tables' runs, the paper values against
-the seed text, and a transfer matrix rendered from tidy rows."""
+"""The SGR studies (Roth et al. 2018), MNIST and CIFAR-10: their index entries, their tables' runs,
+the paper values against the seed text, and a transfer matrix rendered from tidy rows."""
 
 from __future__ import annotations
 
@@ -18,8 +18,16 @@ from robust.tables import render_table, roth2018
 
 REPO = Path(__file__).resolve().parents[1]
 PAPERS = REPO.parent / "shared" / "papers"
-STUDY_FILE = "studies/roth2018.yaml"
-TABLES = (roth2018.FGSM_TRANSFER, roth2018.PGD_TRANSFER, roth2018.WHITEBOX, roth2018.LRC)
+# per data set: its study file, the key its settings sit under, and its four tables
+STUDIES = {
+    roth2018.MNIST: ("studies/roth2018.yaml", "roth2018",
+                     (roth2018.FGSM_TRANSFER, roth2018.PGD_TRANSFER, roth2018.WHITEBOX, roth2018.LRC)),
+    roth2018.CIFAR10: ("studies/roth2018-cifar10.yaml", "roth2018-cifar10",
+                       (roth2018.CIFAR10_FGSM_TRANSFER, roth2018.CIFAR10_PGD_TRANSFER, roth2018.CIFAR10_WHITEBOX,
+                        roth2018.CIFAR10_LRC)),
+}
+TABLES = tuple(table for _, _, tables in STUDIES.values() for table in tables)
+by_data_set = pytest.mark.parametrize("data", list(STUDIES), ids=lambda data: data.slug)
 
 
 @pytest.fixture(scope="module")
@@ -29,38 +37,69 @@ def index():
     return entries, files
 
 
-def test_the_study_index_resolves_and_every_config_parses(index):
+@by_data_set
+def test_the_study_index_resolves_and_every_config_parses(index, data):
     entries, files = index
-    runs = {name: fields for name, fields in entries["runs"].items() if fields["study"] == "roth2018"}
-    assert len(runs) == 10 and all(fields["_file"] == STUDY_FILE for fields in runs.values())
-    params = {**files["params.yaml"], **files[STUDY_FILE]}
+    study_file, key, _ = STUDIES[data]
+    runs = {name: fields for name, fields in entries["runs"].items() if fields["study"] == data.study}
+    assert len(runs) == 10 and all(fields["_file"] == study_file for fields in runs.values())
+    params = {**files["params.yaml"], **files[study_file]}
     for name, fields in runs.items():
         assert fields["base"] == name and name in entries["bases"]
         build_defense(lookup(params, fields["defense_key"]), key=fields["defense_key"])
         attack = lookup(params, fields["attack_key"])
         parse_suite(attack["suite"], f"{fields['attack_key']}.suite")
-        assert {spec.name for spec in parse_suite(attack["transfer"])} == {"fgsm", "pgd"}
-    assert lookup(params, "roth2018.evaluate_base") == {"epochs": 0}
+        transfer = parse_suite(attack["transfer"])
+        assert {spec.name for spec in transfer} == {"fgsm", "pgd"}
+        assert all(abs(spec.eps - data.eps) < 1e-9 for spec in transfer)
+        assert {spec.steps for spec in transfer if spec.name == "pgd"} == {data.pgd_steps}
+    assert lookup(params, f"{key}.evaluate_base") == {"epochs": 0}
 
 
-def test_the_lrc_suite_has_every_label_the_lrc_table_reads():
-    params = load_params(REPO / STUDY_FILE)
-    labels = {spec.label for spec in parse_suite(lookup(params, "roth2018.attack_lrc.suite")) if spec.name == "lrc"}
-    assert labels == {column.attack_label for column in roth2018.LRC.columns}
+@by_data_set
+def test_every_base_augments_its_images_as_section_4_1_says(index, data):
+    entries, files = index
+    study_file, _, _ = STUDIES[data]
+    params = files[study_file]
+    fill = {"mnist": 0.0, "cifar10": 0.5}[data.slug]
+    for name, fields in entries["bases"].items():
+        if fields["_file"] == study_file:
+            augment = lookup(params, fields["key"])["augment"]
+            assert augment == {"crop": 4, "flip": True, **({"fill": fill} if fill else {})}, name
 
 
-def test_every_table_run_and_source_is_a_run_of_the_study(index):
+def test_the_cifar10_study_reads_cifar10_and_the_embedded_digits_at_smoke(index):
+    entries, files = index
+    assert {fields["dataset"] for name, fields in entries["bases"].items() if name.startswith("roth2018-cifar10-")} \
+        == {"cifar10"}
+    cifar10 = lookup(files["params.yaml"], entries["datasets"]["cifar10"]["key"])
+    assert cifar10["name"] == "cifar10-jpeg" and cifar10["profiles"]["smoke"] == {"name": "digits"}
+    assert {lookup(files["studies/roth2018-cifar10.yaml"], fields["key"])["arch"]
+            for name, fields in entries["bases"].items() if name.startswith("roth2018-cifar10-")} == {"sgr-cifar10"}
+
+
+@by_data_set
+def test_the_lrc_suite_has_every_label_the_lrc_table_reads(data):
+    study_file, key, (_, _, _, lrc) = STUDIES[data]
+    params = load_params(REPO / study_file)
+    labels = {spec.label for spec in parse_suite(lookup(params, f"{key}.attack_lrc.suite")) if spec.name == "lrc"}
+    assert labels == {column.attack_label for column in lrc.columns}
+
+
+@by_data_set
+def test_every_table_run_and_source_is_a_run_of_the_study(index, data):
     entries, _ = index
-    study_runs = {name for name, fields in entries["runs"].items() if fields["study"] == "roth2018"}
-    for table in TABLES:
+    _, key, (fgsm, pgd, whitebox, lrc) = STUDIES[data]
+    study_runs = {name for name, fields in entries["runs"].items() if fields["study"] == data.study}
+    for table in (fgsm, pgd, whitebox, lrc):
         assert set(table.runs()) <= study_runs, table.id
         sources = {column.source for column in table.columns if column.source}
         assert sources <= study_runs, table.id
         assert all(len(row.paper) == len(table.columns) for row in table.rows), table.id
-    for table in (roth2018.FGSM_TRANSFER, roth2018.PGD_TRANSFER):
+    for table in (fgsm, pgd):
         assert [column.source for column in table.columns[1:]] == [row.run for row in table.rows]
-    lrc_runs = {name for name, fields in entries["runs"].items() if fields["attack_key"] == "roth2018.attack_lrc"}
-    assert set(roth2018.LRC.runs()) == lrc_runs
+    lrc_runs = {name for name, fields in entries["runs"].items() if fields["attack_key"] == f"{key}.attack_lrc"}
+    assert set(lrc.runs()) == lrc_runs
 
 
 def _seed_matrices(text: str) -> list[tuple[str, list[str], dict[str, tuple[float, ...]]]]:
@@ -81,37 +120,45 @@ def _seed_matrices(text: str) -> list[tuple[str, list[str], dict[str, tuple[floa
 
 
 @pytest.mark.skipif(not PAPERS.exists(), reason="shared/papers not beside the repository")
-def test_the_transcribed_matrices_are_the_seed_texts_cell_for_cell():
+@by_data_set
+def test_the_transcribed_matrices_are_the_seed_texts_cell_for_cell(data):
     matrices = _seed_matrices((PAPERS / roth2018.SOURCE).read_text())
     assert [dataset for dataset, _, _ in matrices] == ["CIFAR10", "CIFAR10", "MNIST", "MNIST"]
-    names = [name for name, _ in roth2018.METHODS]
-    mnist = [(columns, rows) for dataset, columns, rows in matrices if dataset == "MNIST"]
-    for (columns, rows), transcribed in zip(mnist, roth2018.SEED_MNIST_MATRICES):
+    names = [name for name, _ in data.methods]
+    pair = [(columns, rows) for dataset, columns, rows in matrices if dataset == data.name]
+    for (columns, rows), transcribed in zip(pair, data.matrices, strict=True):
         assert columns == names and list(rows) == names
         assert [rows[name] for name in names] == [tuple(row) for row in transcribed]
         # white-box (the diagonal) is the lowest attacked cell of each row: rows and columns line up
         for position, row in enumerate(transcribed):
             assert min(row[1:]) == row[1 + position]
-    assert roth2018.MNIST_TEST == tuple(row[0] for row in roth2018.SEED_MNIST_MATRICES[1])
     # the note's reading: the first matrix is above the second in every attacked cell
-    first, second = roth2018.SEED_MNIST_MATRICES
+    first, second = data.matrices
     assert all(a > b for row_a, row_b in zip(first, second) for a, b in zip(row_a[1:], row_b[1:]))
 
 
+def test_a_test_cell_is_given_only_where_both_matrices_of_its_data_set_agree():
+    assert roth2018.MNIST_TEST == tuple(row[0] for row in roth2018.SEED_MNIST_MATRICES[1])
+    missing = [name for (name, _), test in zip(roth2018.CIFAR10_METHODS, roth2018.CIFAR10_TEST) if test is None]
+    assert missing == ["pgd", "fgsm"]
+
+
 @pytest.mark.skipif(not PAPERS.exists(), reason="shared/papers not beside the repository")
-def test_every_given_paper_value_is_its_cell_in_the_seed_text():
-    mnist = [rows for dataset, _, rows in _seed_matrices((PAPERS / roth2018.SOURCE).read_text()) if dataset == "MNIST"]
-    for table in TABLES:
+@by_data_set
+def test_every_given_paper_value_is_its_cell_in_the_seed_text(data):
+    pair = [rows for dataset, _, rows in _seed_matrices((PAPERS / roth2018.SOURCE).read_text()) if dataset == data.name]
+    _, _, tables = STUDIES[data]
+    for table in tables:
         assert table.source.startswith(roth2018.SOURCE)
         for row in table.rows:
             for column, paper in zip(table.columns, row.paper):
                 if paper is None:
                     continue
                 assert column is roth2018.TEST, (table.id, row.label, column.label)
-                assert all(rows[row.label][0] == paper for rows in mnist), (table.id, row.label)
+                assert all(rows[row.label][0] == paper for rows in pair), (table.id, row.label)
     # while the captions are lost, no attacked cell claims a paper value
     assert roth2018.MATRIX_OF_ATTACK == {"fgsm": None, "pgd": None}
-    for table in (roth2018.FGSM_TRANSFER, roth2018.PGD_TRANSFER):
+    for table in tables[:2]:
         assert all(value is None for row in table.rows for value in row.paper[1:])
 
 

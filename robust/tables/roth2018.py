@@ -1,15 +1,23 @@
 """Roth, Lucchi, Nowozin & Hofmann 2018, "Adversarially Robust Training through Structured Gradient
-Regularization" (arXiv 1805.08736), MNIST. Paper values transcribed from shared/papers/sgr_roth2018.txt.
+Regularization" (arXiv 1805.08736), MNIST and CIFAR-10. Paper values transcribed from
+shared/papers/sgr_roth2018.txt.
 
 The seed text keeps the appendix matrices (App. 7.3) as pipe tables: two headed "CIFAR10" and two
 headed "MNIST", each a test column and then one column per source training method (white-box on
 the diagonal). Their captions are lost, and so are Table 1, the attack settings' values (App. 7.2)
 and every number of Figs. 3–4 and of §4.3–4.4's text. Within a matrix every number maps to one
 cell; which attack a matrix reports does not follow from the text (``AMBIGUITY``), so the matrices
-are transcribed here (``SEED_MNIST_MATRICES``, checked against the text by the tests) but no table
-compares with them until ``MATRIX_OF_ATTACK`` names one. The test column is the same in both MNIST
-matrices, so it is given.
+are transcribed here (``SEED_MNIST_MATRICES``, ``SEED_CIFAR10_MATRICES``, checked against the text
+by the tests) but no table compares with them until ``MATRIX_OF_ATTACK`` names one. A test-column
+cell is given where both matrices of a data set agree on it: all of MNIST's, seven of CIFAR10's.
+
+Each data set's study (``studies/roth2018.yaml``, ``studies/roth2018-cifar10.yaml``) gets the same
+four tables: two transfer matrices, the white-box table and the LRC-noise table.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 from robust.tables import Column, Row, Table, register_table
 
@@ -17,16 +25,12 @@ SOURCE = "sgr_roth2018.txt"
 STUDY = "roth2018"
 EPS = 0.3  # chosen in studies/roth2018.yaml (the text lost ε)
 PGD_STEPS = 40  # chosen likewise
-# (training method as the seed's MNIST matrices name it, run suffix), in their row and column order
+# (training method as the seed's matrices name it, run suffix), in the MNIST matrices' row and column order
 METHODS = (
     ("clean", "clean"), ("wdecay", "wdecay"), ("pgd", "pgd"), ("fgsm", "fgsm"), ("gn", "gn"),
     ("sgr_grad", "sgr-grad"), ("sgr_sign", "sgr-sign"), ("fgsm_sgr", "fgsm-sgr"), ("pgd_sgr", "pgd-sgr"),
 )
 LRC_BASELINE = ("LRC noise (§4.3 baseline)", "lrc-noise")
-
-
-def run_of(suffix: str) -> str:
-    return f"{STUDY}-{suffix}"
 
 
 # The two MNIST matrices in the order the seed prints them: per row (METHODS order), the test
@@ -51,44 +55,112 @@ SEED_MNIST_MATRICES = (
      (99.5, 90.8, 74.9, 85.6, 85.7, 54.0, 48.5, 48.4, 0.4, 49.1),
      (99.6, 92.9, 78.1, 87.8, 89.8, 50.9, 44.0, 56.1, 62.1, 0.5)),
 )
-# Which of SEED_MNIST_MATRICES reports each attack (its index), None while the captions are lost.
+# The CIFAR10 matrices list the methods in another order: pgd_sgr before fgsm_sgr.
+CIFAR10_METHODS = (*METHODS[:7], METHODS[8], METHODS[7])
+SEED_CIFAR10_MATRICES = (
+    ((84.3, 13.9, 59.0, 75.2, 74.6, 62.6, 62.7, 61.7, 64.4, 61.9),
+     (85.2, 68.7, 9.2, 75.6, 75.4, 61.6, 61.4, 59.6, 63.2, 61.5),
+     (81.9, 80.9, 80.4, 56.1, 76.4, 77.1, 77.7, 77.1, 77.3, 77.3),
+     (82.2, 81.2, 80.3, 75.2, 51.3, 76.8, 77.5, 76.8, 77.0, 77.0),
+     (83.3, 80.0, 78.0, 74.3, 75.2, 37.0, 69.7, 68.9, 70.2, 69.4),
+     (83.7, 79.4, 77.6, 74.6, 75.3, 67.1, 31.3, 67.8, 68.7, 68.4),
+     (84.2, 80.0, 77.8, 75.1, 75.8, 68.3, 69.4, 33.7, 69.3, 68.1),
+     (83.2, 79.4, 77.7, 74.2, 74.9, 68.6, 69.6, 68.3, 36.2, 68.9),
+     (83.7, 79.6, 77.9, 75.3, 76.0, 69.1, 70.0, 68.1, 69.8, 35.3)),
+    ((84.3, 11.2, 27.7, 61.6, 68.1, 27.8, 27.9, 26.5, 30.3, 27.9),
+     (85.2, 44.5, 8.0, 63.7, 68.6, 25.6, 26.2, 24.2, 27.7, 26.5),
+     (77.7, 76.2, 75.0, 40.5, 71.3, 66.6, 67.9, 67.3, 67.1, 66.9),
+     (81.2, 75.9, 74.0, 60.3, 13.2, 62.9, 65.5, 63.8, 63.8, 63.8),
+     (83.3, 75.0, 70.1, 63.9, 70.3, 11.2, 45.9, 44.0, 47.0, 45.6),
+     (83.7, 73.3, 67.8, 63.5, 70.9, 38.1, 10.3, 41.0, 42.2, 41.8),
+     (84.2, 74.3, 67.8, 65.3, 70.9, 40.5, 43.6, 10.0, 42.8, 40.5),
+     (83.2, 74.9, 69.5, 65.3, 70.5, 43.6, 46.6, 43.7, 10.9, 44.1),
+     (83.7, 73.6, 69.0, 65.3, 70.9, 42.2, 45.5, 41.4, 43.9, 11.3)),
+)
+# Which matrix of a data set's pair reports each attack (its index), None while the captions are lost.
 MATRIX_OF_ATTACK: dict[str, int | None] = {"fgsm": None, "pgd": None}
-# The test column, identical in both MNIST matrices: the one column that maps without a caption.
-MNIST_TEST = tuple(row[0] for row in SEED_MNIST_MATRICES[0])
+
+
+def agreed_test_column(matrices) -> tuple[float | None, ...]:
+    """Each row's test accuracy where both matrices print the same, None where they differ."""
+    first, second = matrices
+    return tuple(a[0] if a[0] == b[0] else None for a, b in zip(first, second, strict=True))
+
+
+MNIST_TEST = agreed_test_column(SEED_MNIST_MATRICES)  # every row: the MNIST pair agrees
+CIFAR10_TEST = agreed_test_column(SEED_CIFAR10_MATRICES)  # None for pgd and fgsm: 81.9 / 77.7, 82.2 / 81.2
 
 AMBIGUITY = (
-    "Paper values: the test column only. The seed text keeps two MNIST matrices without captions; which attack "
-    "each reports cannot be read from it. The first is above the second in every attacked cell (clean model "
-    "white-box 24.7 vs 0.6), which fits FGSM vs PGD at one ε, but also PGD at two ε or iteration counts: the "
-    "CIFAR10 pair differs in the test accuracy of the adversarially trained rows (pgd 81.9 vs 77.7), i.e. "
-    "different AT models, which one set of models under two attacks would not give; and §4.4 calls SGR's and "
-    "GN's MNIST PGD white-box accuracy remarkable against the clean model's, which fits the first matrix "
-    "(86–89 vs 24.7), not the second (2–9 vs 0.6). Both are transcribed in robust/tables/roth2018.py "
-    "(SEED_MNIST_MATRICES) and shown once MATRIX_OF_ATTACK names the attack of each."
+    "Paper values: the test column only. The seed text keeps two matrices per data set without captions; which "
+    "attack each reports cannot be read from it. In each pair the first is above the second in every "
+    "attacked cell (MNIST clean model white-box 24.7 vs 0.6, CIFAR10 13.9 vs 11.2), which fits FGSM vs PGD at "
+    "one ε, but also PGD at two ε or iteration counts: the CIFAR10 pair differs in the test accuracy of the "
+    "adversarially trained rows (pgd 81.9 vs 77.7, fgsm 82.2 vs 81.2), i.e. different AT models, which one set "
+    "of models under two attacks would not give (those two cells are left out); and §4.4 calls SGR's and GN's "
+    "MNIST PGD white-box accuracy remarkable against the clean model's, which fits the first MNIST matrix "
+    "(86–89 vs 24.7), not the second (2–9 vs 0.6). All four are transcribed in robust/tables/roth2018.py and "
+    "shown once MATRIX_OF_ATTACK names the attack of each."
 )
-CHOSEN = (
-    "Not in the text, chosen (studies/roth2018.yaml): ε = 0.3 for every attack and for training; PGD 40 steps "
-    "of 0.01 with a random start for evaluation (white-box and transfer alike), 10 steps of 0.075 for training; "
-    "DeepFool 50 steps with overshoot 0.02; λ (SGR 0.1, GN 0.01); β = 0.1 (ICLR-2019 version); weight decay "
-    "5e-4; half-adversarial batches with true labels; 50 epochs of Adam 1e-3 with batch 128; no pad-and-crop "
-    "augmentation (§4.1 pads by 4 and crops)."
+AUGMENTATION = ("Training images padded by 4 pixels, randomly cropped back and mirrored with probability ½ (§4.1, "
+                "for both data sets)")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One data set's half of the study: its runs, the seed's matrices for it and its chosen settings."""
+
+    name: str  # as the seed heads its matrices
+    slug: str  # in table ids: roth2018-<slug>-whitebox, ...
+    study: str  # the study (and run-name prefix) in its study file
+    methods: tuple[tuple[str, str], ...]  # (seed name, run suffix) in the seed matrices' order
+    matrices: tuple
+    test: tuple[float | None, ...]
+    eps: float
+    eps_text: str
+    pgd_steps: int
+    chosen: str
+
+    def run(self, suffix: str) -> str:
+        return f"{self.study}-{suffix}"
+
+
+MNIST = DataSet(
+    name="MNIST", slug="mnist", study=STUDY, methods=METHODS, matrices=SEED_MNIST_MATRICES, test=MNIST_TEST,
+    eps=EPS, eps_text=f"{EPS}", pgd_steps=PGD_STEPS,
+    chosen=("Not in the text, chosen (studies/roth2018.yaml): ε = 0.3 for every attack and for training; PGD 40 "
+            "steps of 0.01 with a random start for evaluation (white-box and transfer alike), 10 steps of 0.075 "
+            "for training; DeepFool 50 steps with overshoot 0.02; λ (SGR 0.1, GN 0.01); β = 0.1 (ICLR-2019 "
+            "version); weight decay 5e-4; half-adversarial batches with true labels; 50 epochs of Adam 1e-3 with "
+            f"batch 128. {AUGMENTATION}, padding 0."),
 )
+CIFAR10 = DataSet(
+    name="CIFAR10", slug="cifar10", study=f"{STUDY}-cifar10", methods=CIFAR10_METHODS,
+    matrices=SEED_CIFAR10_MATRICES, test=CIFAR10_TEST, eps=8 / 255, eps_text="8/255", pgd_steps=20,
+    chosen=("Not in the text, chosen (studies/roth2018-cifar10.yaml): ε = 8/255 for every attack and for "
+            "training; PGD 20 steps of 2/255 with a random start for evaluation (white-box and transfer alike), 7 "
+            "steps of 2/255 for training (Madry et al.'s CIFAR-10 settings); DeepFool 50 steps with overshoot "
+            "0.02; λ (SGR 0.1, GN 0.006); the covariance function (eq. 16) for SGR; β = 0.1; weight decay 5e-4; "
+            "half-adversarial batches with true labels; 50 epochs of Adam 1e-3 with batch 128. "
+            f"{AUGMENTATION}, padding 0.5 (the footnote's mid-range shift; its value is lost)."),
+)
+
 TEST = Column("test %", attack="clean", metric="accuracy", scale=100.0, digits=1)
 
 
-def _matrix(attack: str, title: str) -> Table:
+def _matrix(data: DataSet, attack: str, title: str) -> Table:
     index = MATRIX_OF_ATTACK[attack]
-    steps = PGD_STEPS if attack == "pgd" else None
-    sources = tuple(Column(f"from {name}", attack=attack, metric="accuracy", scale=100.0, digits=1, eps=EPS,
-                           steps=steps, source=run_of(suffix)) for name, suffix in METHODS)
+    steps = data.pgd_steps if attack == "pgd" else None
+    sources = tuple(Column(f"from {name}", attack=attack, metric="accuracy", scale=100.0, digits=1, eps=data.eps,
+                           steps=steps, source=data.run(suffix)) for name, suffix in data.methods)
     rows = []
-    for position, (name, suffix) in enumerate(METHODS):
-        attacked = (None,) * len(METHODS) if index is None else SEED_MNIST_MATRICES[index][position][1:]
-        rows.append(Row(name, run_of(suffix), (MNIST_TEST[position], *attacked)))
+    for position, (name, suffix) in enumerate(data.methods):
+        attacked = (None,) * len(data.methods) if index is None else data.matrices[index][position][1:]
+        rows.append(Row(name, data.run(suffix), (data.test[position], *attacked)))
     return register_table(Table(
-        id=f"{STUDY}-mnist-{attack}-transfer",
-        title=f"MNIST {title} accuracy, target (rows) × source (columns) training method; white-box on the diagonal",
-        source=f"{SOURCE}, App. 7.3 (MNIST matrices; captions lost)",
+        id=f"{STUDY}-{data.slug}-{attack}-transfer",
+        title=f"{data.name} {title} accuracy, target (rows) × source (columns) training method; white-box on the "
+              "diagonal",
+        source=f"{SOURCE}, App. 7.3 ({data.name} matrices; captions lost)",
         columns=(TEST, *sources),
         rows=tuple(rows),
         notes=(
@@ -99,43 +171,43 @@ def _matrix(attack: str, title: str) -> Table:
             "gn = gradient-norm regularization (SGR with Σ = I); sgr_grad, sgr_sign, fgsm_sgr, pgd_sgr = SGR with Σ "
             "from loss gradients, their signs, FGSM or PGD perturbations.",
             AMBIGUITY,
-            CHOSEN,
+            data.chosen,
         ),
     ))
 
 
-FGSM_TRANSFER = _matrix("fgsm", f"FGSM (L∞ ε = {EPS})")
-PGD_TRANSFER = _matrix("pgd", f"PGD (L∞ ε = {EPS}, {PGD_STEPS} steps)")
+def _whitebox_columns(data: DataSet) -> tuple[Column, ...]:
+    return (
+        TEST,
+        Column("rand %", attack="uniform_noise", metric="accuracy", scale=100.0, digits=1, eps=data.eps),
+        Column("FGSM %", attack="fgsm", metric="accuracy", scale=100.0, digits=1, eps=data.eps),
+        Column("PGD %", attack="pgd", metric="accuracy", scale=100.0, digits=1, eps=data.eps, steps=data.pgd_steps),
+        Column("DeepFool ρ_adv", attack="deepfool", metric="rho_adv", digits=3),
+    )
 
 
-def _methods(only: tuple[str, ...] | None = None) -> list[tuple[str, str, float]]:
-    """(seed name, run suffix, the seed's test accuracy) per training method, or for the names in ``only``."""
-    return [(name, suffix, test) for (name, suffix), test in zip(METHODS, MNIST_TEST) if only is None or name in only]
+LRC_BASELINE = ("LRC noise (§4.3 baseline)", "lrc-noise")
 
 
-WHITEBOX_COLUMNS = (
-    TEST,
-    Column("rand %", attack="uniform_noise", metric="accuracy", scale=100.0, digits=1, eps=EPS),
-    Column("FGSM %", attack="fgsm", metric="accuracy", scale=100.0, digits=1, eps=EPS),
-    Column("PGD %", attack="pgd", metric="accuracy", scale=100.0, digits=1, eps=EPS, steps=PGD_STEPS),
-    Column("DeepFool ρ_adv", attack="deepfool", metric="rho_adv", digits=3),
-)
-WHITEBOX = register_table(Table(
-    id=f"{STUDY}-mnist-whitebox",
-    title="MNIST white-box accuracy (uniform noise, FGSM, PGD) and DeepFool robustness per training method",
-    source=f"{SOURCE}, App. 7.3 (test column of the MNIST matrices; Table 1 is lost)",
-    columns=WHITEBOX_COLUMNS,
-    rows=(*(Row(name, run_of(suffix), (test, None, None, None, None)) for name, suffix, test in _methods()),
-          Row(LRC_BASELINE[0], run_of(LRC_BASELINE[1]), (None,) * len(WHITEBOX_COLUMNS), in_text="LRC")),
-    notes=(
-        "The white-box side of the paper's Table 1 (§4.4) with its uniform-noise baseline and DeepFool (§4.1); "
-        "the seed text lost Table 1, so only the test accuracy (the appendix matrices' test column) is given. "
-        "ρ_adv = mean ‖δ‖₂/‖x‖₂ of DeepFool's minimal δ over all points, misclassified points counting 0 "
-        "(DeepFool's eq. 2, §4.1).",
-        "rand = one draw of uniform noise U(−ε, ε) per pixel.",
-        CHOSEN,
-    ),
-))
+def _whitebox(data: DataSet) -> Table:
+    columns = _whitebox_columns(data)
+    others = (None,) * (len(columns) - 1)
+    return register_table(Table(
+        id=f"{STUDY}-{data.slug}-whitebox",
+        title=f"{data.name} white-box accuracy (uniform noise, FGSM, PGD) and DeepFool robustness per training method",
+        source=f"{SOURCE}, App. 7.3 (test column of the {data.name} matrices; Table 1 is lost)",
+        columns=columns,
+        rows=(*(Row(name, data.run(suffix), (test, *others)) for (name, suffix), test in zip(data.methods, data.test)),
+              Row(LRC_BASELINE[0], data.run(LRC_BASELINE[1]), (None,) * len(columns), in_text="LRC")),
+        notes=(
+            "The white-box side of the paper's Table 1 (§4.4) with its uniform-noise baseline and DeepFool (§4.1); "
+            "the seed text lost Table 1, so only the test accuracy (the appendix matrices' test column, where both "
+            "matrices agree) is given. ρ_adv = mean ‖δ‖₂/‖x‖₂ of DeepFool's minimal δ over all points, "
+            "misclassified points counting 0 (DeepFool's eq. 2, §4.1).",
+            "rand = one draw of uniform noise U(−ε, ε) per pixel.",
+            data.chosen,
+        ),
+    ))
 
 
 # §4.3, Figs. 3–4: worst-of-k LRC noise; the decay lengths at σ = 0.3 and the strengths at ζ = 8
@@ -148,23 +220,37 @@ LRC_COLUMNS = (
              attack_label=f"lrc-decay8-sigma{sigma}") for sigma in LRC_SIGMAS),
 )
 LRC_METHODS = ("clean", "gn", "sgr_grad", "sgr_sign", "fgsm_sgr", "pgd_sgr")
-LRC = register_table(Table(
-    id=f"{STUDY}-mnist-lrc",
-    title="MNIST accuracy under worst-of-k long-range correlated (LRC) noise, by decay length ζ and strength σ",
-    source=f"{SOURCE}, §4.3 and Figs. 3–4 (curves only: the text gives no value)",
-    columns=LRC_COLUMNS,
-    rows=(*(Row(name, run_of(suffix), (None,) * len(LRC_COLUMNS)) for name, suffix, _ in _methods(LRC_METHODS)),
-          Row(LRC_BASELINE[0], run_of(LRC_BASELINE[1]), (None,) * len(LRC_COLUMNS), in_text="LRC")),
-    notes=(
-        "δ = σ·ξ with ξ a unit-variance Gaussian field of covariance exp(−r/ζ) between pixels r apart; each "
-        "test "
-        "point counts as correct only if every draw is classified correctly (§4.3; 100 draws, the ICLR-2019 "
-        "version's k: the seed lost it). §4.3: SGR outperforms GN on "
-        "long-range correlated noise and approaches it as ζ → 0.",
-        "The seed text lost the figures' values and ranges: the decay lengths 1–16 and strengths 0.1–0.7 "
-        "follow the ICLR-2019 version (chosen). The seed text does not say which data set Figs. 3–4 show (its "
-        "inter-channel covariance and its CIFAR10 data-covariance check suggest CIFAR10); this is the MNIST "
-        "study's counterpart. "
-        "The LRC-noise baseline trains on half-LRC batches (ζ = 8, σ = 0.3, chosen).",
-    ),
-))
+
+
+def _lrc(data: DataSet, which: str) -> Table:
+    empty = (None,) * len(LRC_COLUMNS)
+    return register_table(Table(
+        id=f"{STUDY}-{data.slug}-lrc",
+        title=f"{data.name} accuracy under worst-of-k long-range correlated (LRC) noise, by decay length ζ and "
+              "strength σ",
+        source=f"{SOURCE}, §4.3 and Figs. 3–4 (curves only: the text gives no value)",
+        columns=LRC_COLUMNS,
+        rows=(*(Row(name, data.run(suffix), empty) for name, suffix in data.methods if name in LRC_METHODS),
+              Row(LRC_BASELINE[0], data.run(LRC_BASELINE[1]), empty, in_text="LRC")),
+        notes=(
+            "δ = σ·ξ with ξ a unit-variance Gaussian field of covariance exp(−r/ζ) between pixels r apart (half "
+            "that between channels); each test point counts as correct only if every draw is classified correctly "
+            "(§4.3; 100 draws, the ICLR-2019 version's k: the seed lost it). §4.3: SGR outperforms GN on long-range "
+            "correlated noise and approaches it as ζ → 0.",
+            "The seed text lost the figures' values and ranges: the decay lengths 1–16 and strengths 0.1–0.7 "
+            "follow the ICLR-2019 version (chosen). The seed text does not say which data set Figs. 3–4 show (its "
+            f"inter-channel covariance and its CIFAR10 data-covariance check suggest CIFAR10); {which}. "
+            "The LRC-noise baseline trains on half-LRC batches (ζ = 8, σ = 0.3, chosen).",
+        ),
+    ))
+
+
+FGSM_TRANSFER = _matrix(MNIST, "fgsm", f"FGSM (L∞ ε = {MNIST.eps_text})")
+PGD_TRANSFER = _matrix(MNIST, "pgd", f"PGD (L∞ ε = {MNIST.eps_text}, {MNIST.pgd_steps} steps)")
+WHITEBOX = _whitebox(MNIST)
+LRC = _lrc(MNIST, "this table is the MNIST study's counterpart")
+
+CIFAR10_FGSM_TRANSFER = _matrix(CIFAR10, "fgsm", f"FGSM (L∞ ε = {CIFAR10.eps_text})")
+CIFAR10_PGD_TRANSFER = _matrix(CIFAR10, "pgd", f"PGD (L∞ ε = {CIFAR10.eps_text}, {CIFAR10.pgd_steps} steps)")
+CIFAR10_WHITEBOX = _whitebox(CIFAR10)
+CIFAR10_LRC = _lrc(CIFAR10, "this table is the CIFAR10 study's")
