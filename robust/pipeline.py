@@ -6,21 +6,23 @@ Outputs of a stage are written atomically. Training checkpoints for resuming liv
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from robust import data
+from robust.attacks.noise import StationaryCovariance
 from robust.defenses import build_defense
 from robust.device import resolve_device
 from robust.distributed import is_main, local_device
 from robust.errors import ConfigError
-from robust.evaluate import evaluate, fixed_subset, parse_suite, predictions
+from robust.evaluate import AttackSpec, evaluate, fixed_subset, parse_suite, predictions
 from robust.io import load_torch, save_json, save_parquet, save_torch
 from robust.models import build_model
 from robust.models.head import FIXED_KEY, fix_orthonormal
@@ -33,6 +35,7 @@ from robust.params import (
     require_number,
     seed_of,
 )
+from robust.perturbation_structure import data_profile
 from robust.representation import check_splittable, parse_representation, representation_rows
 from robust.results import RESULT_COLUMNS
 from robust.sanity import large_eps_check, large_eps_settings, suite_checks
@@ -49,6 +52,7 @@ def device(params: Mapping) -> torch.device:
 
 
 DATA_SIZES = ("max_train", "max_test")
+DATA_COVARIANCE_BATCH = 500  # images per FFT batch when estimating the training data's covariance function
 
 
 def prepare_dataset(params: Mapping, data_key: str, out_dir: Path) -> dict:
@@ -222,6 +226,21 @@ def _frame(rows: list[dict], model_config: dict, profile: str, seed: int) -> pd.
     return pd.DataFrame([{**meta, "source": "", **row} for row in rows], columns=RESULT_COLUMNS)
 
 
+def with_data_covariance(suite: Sequence[AttackSpec], data_dir: Path) -> list[AttackSpec]:
+    """The suite with every ``lrc`` entry of ``covariance: data`` given the prepared training images'
+    covariance function (SGR §4.3: "the covariance matrix computed from the CIFAR10 training set")."""
+    def wants_data(spec: AttackSpec) -> bool:
+        return spec.name == "lrc" and spec.settings.get("covariance") == "data"
+
+    if not any(wants_data(spec) for spec in suite):
+        return list(suite)
+    images, _ = data.load_split(data_dir, "train")
+    profile = data_profile(images, batch_size=DATA_COVARIANCE_BATCH)
+    covariance = StationaryCovariance(profile.intra, profile.inter, tuple(images.shape[1:]))
+    return [dataclasses.replace(spec, settings={**spec.settings, "covariance": covariance}) if wants_data(spec)
+            else spec for spec in suite]
+
+
 def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, out: Path,
                adversarial_out: Path) -> pd.DataFrame:
     """Evaluate a trained run under its attack suite and sanity checks; one tidy row per metric.
@@ -230,7 +249,7 @@ def attack_run(params: Mapping, attack_key: str, run_dir: Path, data_dir: Path, 
     ``adversarial_out`` for the transfer stage of the study's runs.
     """
     config, batch_size, n = _attack_settings(params, attack_key)
-    suite = parse_suite(config["suite"], f"{attack_key}.suite")
+    suite = with_data_covariance(parse_suite(config["suite"], f"{attack_key}.suite"), data_dir)
     transfer = parse_suite(config["transfer"], f"{attack_key}.transfer") if config.get("transfer") else []
     large_eps, max_accuracy = large_eps_settings(config.get("sanity"), f"{attack_key}.sanity")
     representation = (parse_representation(config["representation"], f"{attack_key}.representation")

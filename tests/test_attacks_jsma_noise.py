@@ -21,14 +21,17 @@ from robust.attacks import DEFAULT_NORM, run_attack
 from robust.attacks.base import uniform_noise as uniform_draw
 from robust.attacks.jsma import choose_target, jsma, saliency_map
 from robust.attacks.noise import (
+    StationaryCovariance,
     correlated_field,
     exponential_covariance,
     lrc,
     spatial_factor,
+    stationary_covariance_matrix,
     uniform_noise,
     worst_of_draws,
 )
 from robust.errors import ConfigError
+from robust.perturbation_structure import data_profile
 
 from prototypes import accuracy, affine_classifier, trained_classifier
 
@@ -247,6 +250,83 @@ def test_lrc_decay_to_zero_gives_iid_noise():
         corr = cov / std.outer(std)
         assert (cov.diagonal() - 1).abs().max() < 0.06
         assert (corr - torch.eye(len(corr), dtype=corr.dtype)).abs().max() < 0.05
+
+
+# ---------------------------------------------------------------- LRC from a covariance function (data covariance)
+
+def test_stationary_covariance_matrix_reads_the_rounded_distance_and_the_channel():
+    intra, inter = torch.arange(1.0, 7.0), -torch.arange(1.0, 7.0)  # f(r) = r + 1 and −(r + 1): every r tells apart
+    matrix = stationary_covariance_matrix(intra, inter, 2, 3, 4).view(2, 3, 4, 2, 3, 4)
+    for (c1, i, j), (c2, k, m) in [((0, 0, 0), (0, 0, 0)), ((0, 0, 0), (0, 2, 3)), ((1, 1, 2), (1, 0, 0)),
+                                   ((0, 2, 1), (1, 0, 3)), ((1, 0, 0), (0, 1, 1))]:
+        r = round(math.hypot(i - k, j - m))
+        want = r + 1.0 if c1 == c2 else -(r + 1.0)
+        assert matrix[c1, i, j, c2, k, m].item() == want, ((c1, i, j), (c2, k, m))
+    flat = matrix.reshape(24, 24)
+    assert torch.equal(flat, flat.T)
+    with pytest.raises(ValueError, match="r = 4"):
+        stationary_covariance_matrix(intra[:4], inter[:4], 1, 4, 4)  # the 4×4 grid reaches r = round(√18) = 4
+
+
+def test_stationary_covariance_factor_reproduces_a_positive_semi_definite_sigma():
+    # ½·I plus channel-structured constants: positive semi-definite with unit diagonal
+    intra = torch.full((6,), 0.5).index_put_((torch.tensor(0),), torch.tensor(1.0))
+    inter = torch.full((6,), 0.25)
+    sigma = stationary_covariance_matrix(intra, inter, 2, 3, 4)
+    assert torch.linalg.eigvalsh(sigma).min() > -1e-12
+    factor = StationaryCovariance(intra, inter, (2, 3, 4)).factor
+    torch.testing.assert_close(factor @ factor.T, sigma, rtol=0, atol=1e-10)
+
+
+def test_stationary_covariance_clips_an_indefinite_sigma_to_unit_variance():
+    intra = torch.tensor([1.0, -0.9, 0.0, 0.0, 0.0, 0.0])  # neighbours anti-correlated too strongly
+    sigma = stationary_covariance_matrix(intra, torch.zeros(6), 1, 4, 4)
+    assert torch.linalg.eigvalsh(sigma).min() < -0.5
+    covariance = (lambda f: f @ f.T)(StationaryCovariance(intra, torch.zeros(6), (1, 4, 4)).factor)
+    torch.testing.assert_close(covariance.diagonal(), torch.ones(16, dtype=torch.float64))
+    assert torch.linalg.eigvalsh(covariance).min() > -1e-10
+
+
+def test_fully_correlated_covariance_draws_one_value_per_image():
+    covariance = StationaryCovariance(torch.ones(6), torch.ones(6), (2, 3, 4))
+    field = covariance.field(torch.empty(500, 2, 3, 4), _gen(3))
+    assert (field - field[:, :1, :1, :1]).abs().max() < 1e-5
+    assert abs(field[:, 0, 0, 0].std().item() - 1) < 0.1
+    with pytest.raises(ValueError, match=r"\(2, 3, 4\) images"):
+        covariance.field(torch.empty(5, 1, 3, 4), _gen())
+
+
+def _data_covariance(x: torch.Tensor) -> StationaryCovariance:
+    profile = data_profile(x, batch_size=64)
+    return StationaryCovariance(profile.intra, profile.inter, tuple(x.shape[1:]))
+
+
+def test_lrc_with_a_data_covariance_is_a_seeded_worst_of_k_attack(trained):
+    model, x, y = trained
+    covariance = _data_covariance(x)
+    first = lrc(model, x, y, sigma=0.2, covariance=covariance, draws=3, eps=0.1, generator=_gen(7))
+    assert first.min() >= 0 and first.max() <= 1 and (first - x).abs().max() <= 0.1 + 1e-6
+    assert torch.equal(first, lrc(model, x, y, sigma=0.2, covariance=covariance, draws=3, eps=0.1, generator=_gen(7)))
+    accs = [accuracy(model, lrc(model, x, y, sigma=0.3, covariance=covariance, draws=k, generator=_gen()), y)
+            for k in (1, 3, 10)]
+    assert accs[0] >= accs[1] >= accs[2] and accs[2] < accs[0], accs
+
+
+@pytest.mark.parametrize("settings, key", [
+    (dict(sigma=0.1), "attack.decay_length"),
+    (dict(sigma=0.1, covariance="data"), "attack.covariance"),
+    (dict(sigma=0.1, covariance="gaussian", decay_length=2.0), "attack.covariance"),
+])
+def test_lrc_covariance_settings_raise_config_error_naming_the_key(trained, settings, key):
+    model, x, y = trained
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
+        run_attack("lrc", model, x, y, generator=_gen(), **settings)
+
+
+def test_a_data_covariance_takes_no_decay_length(trained):
+    model, x, y = trained
+    with pytest.raises(ConfigError, match="'attack.decay_length'"):
+        lrc(model, x, y, sigma=0.1, decay_length=2.0, covariance=_data_covariance(x), generator=_gen())
 
 
 # ---------------------------------------------------------------- settings

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from robust import pipeline
 from robust.errors import ConfigError
+from robust.evaluate import parse_suite
 from robust.io import load_torch, save_torch
 from robust.models import build_model
 from robust.params import load_params
@@ -163,3 +165,20 @@ def test_a_config_overrides_its_profile_scale_seed_and_suite(workspace, tmp_path
                        tmp_path / "adv.pt")
     attacks = set(frame.attack) - {"clean", "pgd"}  # pgd: the large-ε sanity attack
     assert attacks == {"fgsm"} and set(frame[frame.attack == "fgsm"].eps) == {0.05}
+
+
+def test_lrc_data_covariance_is_estimated_from_the_training_split_only(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    brightness = torch.rand(64, 1, 1, 1, generator=gen)
+    splits = {"train": (brightness.expand(64, 1, 6, 6).clone(), torch.zeros(64, dtype=torch.long)),  # flat images
+              "test": (torch.rand(64, 1, 6, 6, generator=gen), torch.zeros(64, dtype=torch.long))}
+    loaded = []
+    monkeypatch.setattr(pipeline.data, "load_split", lambda _, split: loaded.append(split) or splits[split])
+    suite = parse_suite([{"name": "lrc", "sigma": 0.1, "covariance": "data", "label": "lrc-data"},
+                         {"name": "lrc", "sigma": 0.1, "decay_length": 2.0}])
+    resolved = pipeline.with_data_covariance(suite, Path("prepared"))
+    assert loaded == ["train"] and resolved[1] is suite[1]
+    # images that are flat, up to their brightness, have every pixel pair fully correlated
+    field = resolved[0].settings["covariance"].field(torch.empty(200, 1, 6, 6), gen)
+    assert (field - field[:, :, :1, :1]).abs().max() < 1e-5 and field.std() > 0.5
+    assert pipeline.with_data_covariance(suite[1:], Path("prepared")) == suite[1:] and loaded == ["train"]

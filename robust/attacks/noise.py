@@ -61,9 +61,12 @@ from robust.attacks.base import (
     project_linf,
 )
 from robust.attacks.base import uniform_noise as uniform_draw
+from robust.covariance import displacement_radius
+from robust.errors import ConfigError
 
 LRC_DRAWS = 100  # SGR §4.3: worst of 100 perturbations per test point
 LRC_CHANNEL_CORRELATION = 0.5  # SGR §4.3: inter-channel covariance = 0.5 · intra-channel covariance
+LRC_COVARIANCES = ("exponential", "data")  # §4.3's synthetic covariance function; the training set's
 
 
 def require_generator(generator: torch.Generator | None, attack: str) -> torch.Generator:
@@ -163,6 +166,73 @@ def correlated_field(like: torch.Tensor, decay_length: float, channel_correlatio
     return field.view_as(like)
 
 
+def stationary_covariance_matrix(intra: torch.Tensor, inter: torch.Tensor, channels: int, height: int,
+                                 width: int) -> torch.Tensor:
+    """The (C·H·W)² matrix Σ[(c, p), (c′, q)] = intra[r] if c = c′ else inter[r], r = round(‖p − q‖₂)."""
+    radius = displacement_radius(height, width, centred=True)  # indexed by displacement + (H − 1, W − 1)
+    if len(intra) <= int(radius.max()) or len(inter) <= int(radius.max()):
+        raise ValueError(f"covariance functions reach r = {len(intra) - 1}, the {height}×{width} grid needs "
+                         f"r = {int(radius.max())}")
+    dy = torch.arange(height)[None, :] - torch.arange(height)[:, None] + height - 1
+    dx = torch.arange(width)[None, :] - torch.arange(width)[:, None] + width - 1
+    pixels = height * width
+    spatial = radius[dy[:, None, :, None], dx[None, :, None, :]].reshape(pixels, pixels)
+    same_channel = torch.eye(channels, dtype=torch.bool)[:, None, :, None]
+    matrix = torch.where(same_channel, intra.double()[spatial][None, :, None, :],
+                         inter.double()[spatial][None, :, None, :])
+    return matrix.reshape(channels * pixels, channels * pixels)
+
+
+class StationaryCovariance:
+    """Gaussian fields over C×H×W images whose covariance is given by functions of the rounded pixel
+    distance r, the form of SGR's covariance function (§3.3, eq. 16): intra[r] within a channel,
+    inter[r] across channels.
+
+    Chosen where the paper is silent: an isotropic average of a covariance need not be positive
+    semi-definite, so Σ is replaced by its nearest positive semi-definite matrix (negative
+    eigenvalues set to 0) and then rescaled to unit variance per feature, so that σ keeps its meaning
+    of a per-feature standard deviation. ``factor`` L (float64, D × D) has L·Lᵀ = that matrix.
+    """
+
+    def __init__(self, intra: torch.Tensor, inter: torch.Tensor, shape: tuple[int, int, int]):
+        self.shape = tuple(int(size) for size in shape)
+        matrix = stationary_covariance_matrix(intra, inter, *self.shape)
+        values, vectors = torch.linalg.eigh(matrix)
+        factor = vectors * values.clamp_min(0).sqrt()
+        variance = factor.pow(2).sum(1)
+        if not bool((variance > 0).all()):
+            raise ValueError("the covariance functions give some feature no variance: intra[0] must be positive")
+        self.factor = factor / variance.sqrt()[:, None]
+        self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def field(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One unit-variance field per example, shaped like ``like`` (N, C, H, W)."""
+        if tuple(like.shape[1:]) != self.shape:
+            raise ValueError(f"the covariance is for {self.shape} images, got {tuple(like.shape[1:])}")
+        key = (like.device, like.dtype)
+        if key not in self._cast:
+            self._cast[key] = self.factor.T.to(device=like.device, dtype=like.dtype)
+        return (gaussian_noise(like, generator).flatten(1) @ self._cast[key]).view_as(like)
+
+
+def _lrc_field(covariance: str | StationaryCovariance, decay_length: float | None,
+               channel_correlation: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The unit-variance field sampler of an ``lrc`` call, its settings checked."""
+    if isinstance(covariance, StationaryCovariance):
+        if decay_length is not None:
+            raise ConfigError("attack.decay_length", "applies to the exponential covariance only")
+        return covariance.field
+    if covariance == "data":
+        raise ConfigError("attack.covariance", "'data' is the training images' covariance: the attack stage "
+                          "supplies it from the prepared data; a direct call passes a StationaryCovariance")
+    if covariance != "exponential":
+        raise ConfigError("attack.covariance", f"unknown covariance {covariance!r}", LRC_COVARIANCES)
+    if decay_length is None:
+        raise ConfigError("attack.decay_length", "required by the exponential covariance")
+    decay_length = check_non_negative(decay_length, "decay_length")
+    return lambda like, generator: correlated_field(like, decay_length, channel_correlation, generator)
+
+
 @ATTACKS.register("lrc")
 def lrc(
     model: nn.Module,
@@ -170,7 +240,8 @@ def lrc(
     y: torch.Tensor,
     *,
     sigma: float,
-    decay_length: float,
+    decay_length: float | None = None,
+    covariance: str | StationaryCovariance = "exponential",
     draws: int = LRC_DRAWS,
     channel_correlation: float = LRC_CHANNEL_CORRELATION,
     eps: float | None = None,
@@ -178,14 +249,15 @@ def lrc(
 ) -> torch.Tensor:
     """Return the worst of ``draws`` inputs clip(x + σ·ξ) per example, ξ an LRC field, detached.
 
-    ``sigma`` is the per-feature standard deviation (the paper's attack strength), ``decay_length``
-    the decay length ζ in pixels, ``channel_correlation`` the inter-channel factor ρ in [0, 1),
-    ``eps`` an optional L∞ clip of σ·ξ. ``generator`` (required) is the only source of randomness.
+    ``sigma`` is the per-feature standard deviation (the paper's attack strength); ``covariance``
+    "exponential" (with ``decay_length`` ζ in pixels and ``channel_correlation`` ρ in [0, 1)) or a
+    ``StationaryCovariance`` (what ``covariance: data`` in params becomes); ``eps`` an optional L∞
+    clip of σ·ξ. ``generator`` (required) is the only source of randomness.
     """
     sigma = check_positive(sigma, "sigma")
-    decay_length = check_non_negative(decay_length, "decay_length")
-    draws = check_positive_int(draws, "draws")
     channel_correlation = check_fraction(channel_correlation, "channel_correlation")
+    field = _lrc_field(covariance, decay_length, channel_correlation)
+    draws = check_positive_int(draws, "draws")
     if eps is not None:
         eps = check_eps(eps)
     check_inputs(x, y)
@@ -195,7 +267,7 @@ def lrc(
     x = x.detach()
 
     def noise() -> torch.Tensor:
-        delta = sigma * correlated_field(x, decay_length, channel_correlation, generator)
+        delta = sigma * field(x, generator)
         return delta if eps is None else project_linf(delta, eps)
 
     return worst_of_draws(model, x, y, draws, noise)
