@@ -66,7 +66,7 @@ from robust.errors import ConfigError
 
 LRC_DRAWS = 100  # SGR §4.3: worst of 100 perturbations per test point
 LRC_CHANNEL_CORRELATION = 0.5  # SGR §4.3: inter-channel covariance = 0.5 · intra-channel covariance
-LRC_COVARIANCES = ("exponential", "data")  # §4.3's synthetic covariance function; the training set's
+LRC_COVARIANCES = ("exponential", "data")  # §4.3: the synthetic covariance, then the training images' own
 
 
 def require_generator(generator: torch.Generator | None, attack: str) -> torch.Generator:
