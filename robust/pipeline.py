@@ -100,6 +100,8 @@ def defense_config(params: Mapping, key: str, default: Mapping | None = None) ->
 
 
 SCALE_KEYS = {"epochs", "batch_size", "lr", "milestones", "gamma", "lr_decay"}
+# a base may narrow its own network for one profile (a WRN-34-10 at the cpu profile) under profiles.<p>
+BASE_SCALE_KEYS = {"width"}
 ATTACK_SETTINGS = {"suite", "batch_size", "transfer", "sanity", "representation"}
 
 
@@ -115,7 +117,8 @@ def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
     scale = require_mapping(lookup(settings, phase), f"profiles.{profile}.{phase}")
     check_keys(scale, f"profiles.{profile}.{phase}", SCALE_KEYS, {"epochs", "batch_size", "lr"})
     own = require_mapping(lookup(params, key), key)
-    overrides = profile_overrides(own, key, profile, SCALE_KEYS)
+    allowed = SCALE_KEYS | BASE_SCALE_KEYS if phase == "pretrain" else SCALE_KEYS
+    overrides = {k: v for k, v in profile_overrides(own, key, profile, allowed).items() if k in SCALE_KEYS}
     seed = own.get("seed", seed_of(params))
     require_number(seed, f"{key}.seed", low=0, integer=True)
     return TrainConfig.from_params(key=key, seed=int(seed), **{**scale, **overrides, **{
@@ -133,10 +136,13 @@ def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path,
     fixed = int(require_number(config.get(FIXED_KEY, 0), f"{base_key}.{FIXED_KEY}", low=0, high=2, integer=True))
     train_config = _train_config(params, "pretrain", base_key)
     profile, settings = profile_settings(params)
+    own_width = profile_overrides(config, base_key, profile, SCALE_KEYS | BASE_SCALE_KEYS).get("width")
+    width = (require_number(own_width, f"{base_key}.profiles.{profile}.width", low=0) if own_width is not None
+             else require_number(settings.get("width", 1.0), f"profiles.{profile}.width", low=0))
     manifest = data.load_manifest(data_dir)
     seed_everything(train_config.seed)
     model_config = {"arch": config["arch"], "in_shape": list(manifest["shape"]), "num_classes": manifest["num_classes"],
-                    "width": float(require_number(settings.get("width", 1.0), f"profiles.{profile}.width", low=0)),
+                    "width": float(width),
                     "dataset": manifest["name"], "profile": profile, "base": name,
                     "base_defense": base_defense, "seed": train_config.seed}
     if fixed:  # absent from older checkpoints' configs, which then fix nothing

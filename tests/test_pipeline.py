@@ -66,6 +66,7 @@ KEPT_RUNS = {
     "roth2018": set(),
     # a study on another dataset than the main run's (params.yaml `cifar10`: digits at smoke)
     "roth2018-cifar10": {"clean"},
+    "chan2020-cifar10": {"standard"},
     "bashivan2021": set(),
     "leaderboard": set(),
 }

@@ -167,6 +167,27 @@ def test_a_config_overrides_its_profile_scale_seed_and_suite(workspace, tmp_path
     assert attacks == {"fgsm"} and set(frame[frame.attack == "fgsm"].eps) == {0.05}
 
 
+def test_a_base_narrows_its_own_network_for_one_profile_only(workspace, tmp_path):
+    params = copy.deepcopy(PARAMS)
+    params["profiles"]["smoke"].update(max_train=50, max_test=20, width=0.5)
+    params["pretrain"]["profiles"] = {"smoke": {"epochs": 1, "width": 0.25}, "cpu": {"width": 0.125}}
+    pretrain_base(params, "pretrain", workspace / "prepared", tmp_path / "own", name="own")
+    narrowed = load_torch(tmp_path / "own" / "model.pt")
+    assert narrowed["config"]["width"] == 0.25
+    del params["pretrain"]["profiles"]["smoke"]["width"]
+    pretrain_base(params, "pretrain", workspace / "prepared", tmp_path / "profile", name="profile")
+    assert load_torch(tmp_path / "profile" / "model.pt")["config"]["width"] == 0.5  # the profile's
+    count = lambda checkpoint: sum(v.numel() for v in checkpoint["model"].values())  # noqa: E731
+    assert count(narrowed) < count(load_torch(tmp_path / "profile" / "model.pt"))
+    params["pretrain"]["profiles"]["smoke"]["width"] = -1
+    with pytest.raises(ConfigError, match=r"'pretrain\.profiles\.smoke\.width'"):
+        pretrain_base(params, "pretrain", workspace / "prepared", tmp_path / "bad", name="bad")
+    params["finetune"]["profiles"] = {"smoke": {"width": 0.25}}  # a fine-tune keeps its base's network
+    with pytest.raises(ConfigError, match=r"'finetune\.profiles\.smoke\.width'"):
+        finetune_run(params, "defense", "finetune", tmp_path / "own", workspace / "prepared", tmp_path / "run",
+                     name="run", study="s")
+
+
 def test_lrc_data_covariance_is_estimated_from_the_training_split_only(monkeypatch):
     gen = torch.Generator().manual_seed(0)
     brightness = torch.rand(64, 1, 1, 1, generator=gen)

@@ -1,5 +1,6 @@
-"""The JARN study (Chan et al. 2020, Table 1): index entries, params at every profile, table rows and
-paper values against the seed text, rendering from synthetic result rows."""
+"""The JARN studies (Chan et al. 2020): MNIST (Table 1) and CIFAR-10 (Tables 3 and 5, Fig. 2). Index
+entries, params at every profile, table rows and paper values against the seed text, rendering from
+synthetic result rows."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ from robust.evaluate import parse_suite
 from robust.index import check_index, load_index
 from robust.params import load_params, lookup
 from robust.pipeline import _attack_settings, _train_config
+from robust.plots import sweep_curves
+from robust.sanity import large_eps_settings
 from robust.tables import chan2020, render_table
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_FILE = "studies/chan2020.yaml"
+CIFAR10_FILE = "studies/chan2020-cifar10.yaml"
+CIFAR10 = chan2020.CIFAR10_STUDY
+CIFAR10_TABLES = (chan2020.CIFAR10_TABLE3, chan2020.CIFAR10_TABLE5)
+FIG2_RUNS = {f"{CIFAR10}-pgd-at7", f"{CIFAR10}-jarn-at1"}
 PAPERS = REPO.parent / "shared" / "papers"
 PROFILES = ("smoke", "cpu", "paper")
 
@@ -120,3 +127,174 @@ def test_the_table_renders_from_synthetic_rows():
     assert cells[-1] == "smoke / digits"
     assert "| Uniform noise " in text and "not run" in text
     assert "(1 of 3 rows not yet)" in text
+
+
+# ---- CIFAR-10 (§4.3): Tables 3 and 5, Fig. 2 ----------------------------------------------------------
+
+
+def _cifar10_params(profile: str) -> dict:
+    return {**load_params(REPO / "params.yaml"), **load_params(REPO / CIFAR10_FILE), "profile": profile}
+
+
+def test_the_cifar10_study_index_entries_validate(index):
+    entries, files = index
+    check_index(entries, files)
+    runs = {name: fields for name, fields in entries["runs"].items() if fields["_file"] == CIFAR10_FILE}
+    assert set(runs) == {chan2020.cifar10_run(suffix) for _, _, suffix in chan2020.CIFAR10_ROWS}
+    for run, fields in runs.items():
+        assert fields["study"] == CIFAR10 and fields["base"] == run and fields["dataset"] == "cifar10"
+        assert fields["finetune_key"] == f"{CIFAR10}.evaluate_base"  # evaluated as trained
+        assert fields["attack_key"] == f"{CIFAR10}.{'attack_fig2' if run in FIG2_RUNS else 'attack'}"
+    assert lookup(files[CIFAR10_FILE], f"{CIFAR10}.evaluate_base") == {"epochs": 0}
+
+
+def test_the_cifar10_bases_read_cifar10_with_the_wrn_and_madrys_augmentation(index):
+    entries, files = index
+    bases = {name: fields for name, fields in entries["bases"].items() if fields["_file"] == CIFAR10_FILE}
+    assert len(bases) == len(chan2020.CIFAR10_ROWS) and {fields["dataset"] for fields in bases.values()} == {"cifar10"}
+    cifar10 = lookup(files["params.yaml"], entries["datasets"]["cifar10"]["key"])
+    assert cifar10["name"] == "cifar10-jpeg" and cifar10["profiles"]["smoke"] == {"name": "digits"}
+    for fields in bases.values():
+        base = lookup(files[CIFAR10_FILE], fields["key"])
+        assert base["arch"] == "wrn-34-10"
+        assert base["augment"] == {"crop": 4, "flip": True, "fill": 0.0}  # pad 4 with black, crop, mirror
+        assert (base["optimizer"], base["momentum"], base["l2"]) == ("sgd", 0.9, 0.0002)  # official
+
+
+def test_every_cifar10_table_run_and_source_is_a_run_of_the_study(index):
+    entries, _ = index
+    study_runs = {name for name, fields in entries["runs"].items() if fields["study"] == CIFAR10}
+    for table in CIFAR10_TABLES:
+        assert set(table.runs()) == study_runs, table.id
+        assert all(len(row.paper) == len(table.columns) for row in table.rows), table.id
+    sources = {column.source for column in chan2020.CIFAR10_TABLE5.columns if column.source}
+    assert sources == {f"{CIFAR10}-pgd-at7", f"{CIFAR10}-standard"}
+    assert not any(column.source for column in chan2020.CIFAR10_TABLE3.columns)
+
+
+def _reads(column) -> tuple:
+    return column.attack, column.eps, column.steps
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_cifar10_run_attacks_with_what_the_tables_read(index, profile):
+    entries, _ = index
+    params = _cifar10_params(profile)
+    white_box = {_reads(column) for column in chan2020.CIFAR10_TABLE3.columns if column.attack != "clean"}
+    transferred = {_reads(column) for column in chan2020.CIFAR10_TABLE5.columns if column.source}
+    for run, fields in entries["runs"].items():
+        if fields["study"] != CIFAR10:
+            continue
+        attack, _, _ = _attack_settings(params, fields["attack_key"])
+        suite = parse_suite(attack["suite"], f"{fields['attack_key']}.suite")
+        transfer = parse_suite(attack["transfer"], f"{fields['attack_key']}.transfer")
+        assert white_box <= {(spec.name, spec.eps, spec.steps) for spec in suite}, run
+        assert transferred == {(spec.name, spec.eps, spec.steps) for spec in transfer}, run
+        assert all(spec in suite for spec in transfer), run  # crafted once, by the white-box suite
+        # the large-ε check's accuracy row stays out of the PGD curves of Fig. 2
+        check, _ = large_eps_settings(attack.get("sanity"), f"{fields['attack_key']}.sanity")
+        assert check["steps"] not in chan2020.PGD_STEPS, run
+        for spec in suite:  # Madry et al.'s CIFAR-10 attacks: PGD steps of ε/4, random starts, L∞
+            assert spec.norm == "linf" and spec.eps <= 8 / 255 + 1e-12
+            if spec.name == "pgd":
+                assert spec.settings["random_start"] and math.isclose(spec.settings["step_size"], spec.eps / 4)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_fig2_sweeps_the_pgd_columns_over_eps_for_jarn_at1_and_pgd_at7(profile):
+    params = _cifar10_params(profile)
+    attack, _, _ = _attack_settings(params, f"{CIFAR10}.attack_fig2")
+    grids = {}
+    for spec in parse_suite(attack["suite"]):
+        if spec.name == "pgd":
+            grids.setdefault(spec.steps, set()).add(round(spec.eps * 255, 6))
+    swept = (5,) if profile == "smoke" else chan2020.PGD_STEPS  # smoke draws one curve: the wiring
+    assert {steps: grid for steps, grid in grids.items() if len(grid) > 1} == {steps: {2, 4, 6, 8} for steps in swept}
+    # the sweep becomes plot data: one curve file per PGD setting, a line per run
+    rows = [{"run": run, "study": CIFAR10, "source": "", "attack": "pgd", "label": "", "norm": "linf", "eps": eps,
+             "steps": 5, "metric": "accuracy", "value": 0.5} for run in FIG2_RUNS for eps in (2 / 255, 8 / 255)]
+    assert set(sweep_curves(pd.DataFrame(rows))) == {f"{CIFAR10}-pgd_linf_steps5.csv"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_cifar10_bases_train_on_the_official_schedules_shape_at_every_profile(profile):
+    params = _cifar10_params(profile)
+    for name in lookup(params, f"{CIFAR10}.bases"):
+        key = f"{CIFAR10}.bases.{name}"
+        defense = build_defense(lookup(params, f"{key}.defense"), key=f"{key}.defense")
+        config = _train_config(params, "pretrain", key)
+        # ×0.1 after 50% and 75% of training (official: 80k and 120k of 160k steps)
+        assert (config.optimizer, config.lr, config.gamma) == ("sgd", 0.1, 0.1)
+        assert [round(m / config.epochs, 2) for m in config.milestones] == [0.5, 0.75]
+        if name.startswith("jarn"):  # JARN on the last 25% (§3), all of it at the last rate as in the official run
+            first = math.ceil(defense.start_fraction * config.epochs - 1e-9)
+            assert first == config.milestones[-1] and defense.start_fraction == 0.75
+    paper = _train_config(_cifar10_params("paper"), "pretrain", f"{CIFAR10}.bases.standard")
+    assert (paper.epochs, paper.batch_size) == (205, 64)  # official: 160,000 steps of 64 on 50,000 images
+
+
+def test_the_cifar10_jarn_rows_have_the_papers_and_the_official_settings():
+    bases = lookup(load_params(REPO / CIFAR10_FILE), f"{CIFAR10}.bases")
+    jarn = bases["jarn"]["defense"]
+    # §4.3: a 5-layer discriminator (32-64-128-256-512) updated every 20 iterations; official: λ_adv 1, noise 8/255
+    assert (jarn["discriminator"], jarn["disc_every"], jarn["lambda"]) == ("cifar10", 20, 1.0)
+    assert math.isclose(jarn["noise_eps"], 8 / 255)
+    fgsm = {"name": "fgsm", "eps": jarn["noise_eps"]}
+    assert bases["jarn-at1"]["defense"] == {**jarn, "adversarial": {"fraction": 1.0, "attack": fgsm}}
+    assert bases["fgsm-at1"]["defense"] == {"name": "at", "adversarial": {"fraction": 1.0, "attack": fgsm}}
+    pgd = bases["pgd-at7"]["defense"]["adversarial"]["attack"]
+    assert (pgd["steps"], pgd["random_start"]) == (7, True) and math.isclose(pgd["step_size"], 2 / 255)
+    noise = bases["uniform-noise"]["defense"]["adversarial"]
+    assert noise == {"fraction": 1.0, "attack": {"name": "uniform_noise", "eps": jarn["noise_eps"]}}
+    assert bases["double-backprop"]["defense"]["name"] == "input_gradient"
+
+
+@pytest.mark.skipif(not PAPERS.exists(), reason="shared/papers not beside the repository")
+def test_cifar10_paper_values_match_the_seed_text():
+    text = (PAPERS / chan2020.SOURCE).read_text()
+    # the tables lost their bodies: each caption is followed by the next paragraph of running text
+    for caption, after in (("Table 3: CIFAR-10 accuracy (%) on adversarial and clean test samples.",
+                            "Adversarial training (AT) based defenses"),
+                           ("Table 5: CIFAR-10 accuracy (%) on transfer attack where adversarial examples are "
+                            "generated from a PGD-AT7 trained model.", "5 CONCLUSIONS")):
+        assert text.split(caption)[1].lstrip().startswith(after)
+    assert "with (), crafted from FGSM and PGD (5, 10 & 20 iterations)" in text  # ε lost
+    section = text.split("4.3 CIFAR-10")[1].split("5 CONCLUSIONS")[0].split()
+    for table in CIFAR10_TABLES:
+        for row in table.rows:
+            assert row.paper == (None,) * len(table.columns), (table.id, row.label)
+            assert row.in_text in section, (table.id, row.label)  # the row's word in §4.3
+
+
+@pytest.mark.skipif(not PAPERS.exists(), reason="shared/papers not beside the repository")
+def test_the_afd_quote_of_jarn_is_afd_table_1s_jarn_line():
+    lines = (PAPERS / "afd_bashivan2021.txt").read_text().splitlines()
+    (line,) = [line for line in lines if line.startswith("JARN(Chan et al., 2020b)")]
+    cells = [cell for cell in line.split("\t") if cell]
+    assert cells[1] == "WRN-34-10"
+    clean, pgd, fgsm = cells[2:5]  # Table 1's columns: Clean, PGD-L∞ (WB), FGSM (WB)
+    assert f"{clean}% clean, {pgd}% PGD-L∞ and {fgsm}% FGSM" in chan2020.AFD_QUOTE
+    assert chan2020.AFD_QUOTE in chan2020.CIFAR10_TABLE3.notes
+
+
+def _cifar10_row(run: str, attack: str, value: float, source: str = "", steps: int = -1) -> dict:
+    return {"run": run, "study": CIFAR10, "dataset": "digits", "arch": "wrn-34-10", "defense": "none",
+            "profile": "smoke", "seed": 0, "source": source, "attack": attack, "label": "",
+            "norm": "" if attack == "clean" else "linf", "eps": math.nan if attack == "clean" else 8 / 255,
+            "steps": steps, "metric": "accuracy", "value": value, "n": 100}
+
+
+def test_the_transfer_table_renders_from_tidy_rows():
+    jarn, pgd_at7, standard = (chan2020.cifar10_run(suffix) for suffix in ("jarn", "pgd-at7", "standard"))
+    rows = [_cifar10_row(jarn, "clean", 0.85), _cifar10_row(jarn, "pgd", 0.2, steps=20)]  # white-box: not a cell
+    rows += [_cifar10_row(jarn, "pgd", 0.6, source=pgd_at7, steps=steps) for steps in (5, 10)]
+    rows += [_cifar10_row(jarn, "pgd", 0.55, source=pgd_at7, steps=20), _cifar10_row(jarn, "fgsm", 0.7, pgd_at7)]
+    rows += [_cifar10_row(jarn, "fgsm", 0.3, source=standard)]
+    text = render_table(chan2020.CIFAR10_TABLE5, pd.DataFrame(rows))
+    line = next(line for line in text.splitlines() if line.startswith("| JARN "))
+    ours = [cell.strip() for cell in line.strip("|").split("|")][1:-1:3]
+    assert ours == ["85.00", "70.00", "60.00", "60.00", "55.00", "30.00", "—", "—", "—"]
+    assert "| JARN-AT1 " in text and "not run" in text
+    table3 = render_table(chan2020.CIFAR10_TABLE3, pd.DataFrame(rows))
+    line = next(line for line in table3.splitlines() if line.startswith("| JARN "))
+    assert [cell.strip() for cell in line.strip("|").split("|")][1:-1:3] == ["85.00", "—", "—", "—", "20.00"]
