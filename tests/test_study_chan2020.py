@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from robust.defenses import build_defense
 from robust.evaluate import parse_suite
