@@ -61,7 +61,7 @@ from robust.attacks.base import (
     project_linf,
 )
 from robust.attacks.base import uniform_noise as uniform_draw
-from robust.covariance import displacement_radius
+from robust.covariance import FunctionCovariance, max_radius
 from robust.errors import ConfigError
 
 LRC_DRAWS = 100  # SGR §4.3: worst of 100 perturbations per test point
@@ -169,18 +169,17 @@ def correlated_field(like: torch.Tensor, decay_length: float, channel_correlatio
 def stationary_covariance_matrix(intra: torch.Tensor, inter: torch.Tensor, channels: int, height: int,
                                  width: int) -> torch.Tensor:
     """The (C·H·W)² matrix Σ[(c, p), (c′, q)] = intra[r] if c = c′ else inter[r], r = round(‖p − q‖₂)."""
-    radius = displacement_radius(height, width, centred=True)  # indexed by displacement + (H − 1, W − 1)
-    if len(intra) <= int(radius.max()) or len(inter) <= int(radius.max()):
+    needed = max_radius(height, width)
+    if len(intra) <= needed or len(inter) <= needed:
         raise ValueError(f"covariance functions reach r = {len(intra) - 1}, the {height}×{width} grid needs "
-                         f"r = {int(radius.max())}")
+                         f"r = {needed}")
+    functions = FunctionCovariance(beta=1.0)  # its kernel k[c, c′, Δ]; the running average is not used
+    functions.intra, functions.inter = intra.double(), inter.double()
+    kernel = functions.kernel(channels, height, width)  # indexed by displacement + (H − 1, W − 1)
     dy = torch.arange(height)[None, :] - torch.arange(height)[:, None] + height - 1
     dx = torch.arange(width)[None, :] - torch.arange(width)[:, None] + width - 1
-    pixels = height * width
-    spatial = radius[dy[:, None, :, None], dx[None, :, None, :]].reshape(pixels, pixels)
-    same_channel = torch.eye(channels, dtype=torch.bool)[:, None, :, None]
-    matrix = torch.where(same_channel, intra.double()[spatial][None, :, None, :],
-                         inter.double()[spatial][None, :, None, :])
-    return matrix.reshape(channels * pixels, channels * pixels)
+    matrix = kernel[:, :, dy[:, None, :, None], dx[None, :, None, :]]  # (C, C, H, W, H, W)
+    return matrix.permute(0, 2, 3, 1, 4, 5).reshape(channels * height * width, channels * height * width)
 
 
 class StationaryCovariance:
