@@ -18,7 +18,8 @@ from robust.aggregate import summarize
 from robust.errors import ConfigError, MissingExtra
 from robust.evaluate import Outcome, evaluate, parse_suite, predictions, sweep_auc
 from robust.results import RESULT_COLUMNS, metric_key
-from robust.sanity import large_eps_check, large_eps_settings, suite_checks, violations
+from robust.plots import sweep_curves
+from robust.sanity import LARGE_EPS_LABEL, large_eps_check, large_eps_settings, suite_checks, violations
 from robust.tables.transfer import transfer_matrices
 from robust.transfer import load_sources, save_adversarial, transfer_rows
 
@@ -187,6 +188,26 @@ def test_large_eps_check_passes_a_plain_model_and_flags_a_masked_one(trained):
         accuracy, check = large_eps_check(candidate, x, y, result, settings, limit, batch_size=64, seed=0)
         assert check["metric"] == "check_large_eps_reaches_zero" and check["value"] == float(holds), accuracy
         assert (accuracy["eps"], accuracy["steps"]) == (0.5, 20)
+        assert accuracy["label"] == check["label"] == LARGE_EPS_LABEL
+
+
+def test_the_large_eps_pgd_stays_off_the_suites_pgd_curve(trained):
+    model, x, y = trained
+    settings, limit = large_eps_settings(None, "attack.sanity")
+    suite = parse_suite([{"name": "pgd", "eps": [0.1, 0.2], "steps": 20, "step_size": 0.02}])
+    result = evaluate(model, x, y, suite, batch_size=64, seed=0)
+    rows = result.rows + large_eps_check(model, x, y, result, settings, limit, batch_size=64, seed=0)
+    frame = pd.DataFrame([{**row, "run": "r", "source": ""} for row in rows])
+    (name, curve), = sweep_curves(frame.assign(study="s")).items()
+    assert name == "s-pgd_linf_steps20.csv" and sorted(curve.eps) == [0.1, 0.2]
+
+
+def test_a_large_eps_pgd_the_suite_ran_is_not_reported_twice(trained):
+    model, x, y = trained
+    settings, limit = large_eps_settings(None, "attack.sanity")
+    result = evaluate(model, x, y, parse_suite([{"name": "pgd", **settings}]), batch_size=64, seed=0)
+    check, = large_eps_check(model, x, y, result, settings, limit, batch_size=64, seed=0)
+    assert check["metric"] == "check_large_eps_reaches_zero" and check["label"] == ""
 
 
 def test_large_eps_settings_are_validated():
