@@ -25,6 +25,7 @@ CIFAR10_FILE = "studies/chan2020-cifar10.yaml"
 CIFAR10 = chan2020.CIFAR10_STUDY
 CIFAR10_TABLES = (chan2020.CIFAR10_TABLE3, chan2020.CIFAR10_TABLE5)
 FIG2_RUNS = {f"{CIFAR10}-pgd-at7", f"{CIFAR10}-jarn-at1"}
+TWIN = f"{CIFAR10}-pgd-at7-twin"  # Table 5's second PGD-AT7 source, not a row
 PAPERS = REPO.parent / "shared" / "papers"
 PROFILES = ("smoke", "cpu", "paper")
 
@@ -138,7 +139,7 @@ def test_the_cifar10_study_index_entries_validate(index):
     entries, files = index
     check_index(entries, files)
     runs = {name: fields for name, fields in entries["runs"].items() if fields["_file"] == CIFAR10_FILE}
-    assert set(runs) == {chan2020.cifar10_run(suffix) for _, _, suffix in chan2020.CIFAR10_ROWS}
+    assert set(runs) == {chan2020.cifar10_run(suffix) for _, _, suffix in chan2020.CIFAR10_ROWS} | {TWIN}
     for run, fields in runs.items():
         assert fields["study"] == CIFAR10 and fields["base"] == run and fields["dataset"] == "cifar10"
         assert fields["finetune_key"] == f"{CIFAR10}.evaluate_base"  # evaluated as trained
@@ -149,7 +150,7 @@ def test_the_cifar10_study_index_entries_validate(index):
 def test_the_cifar10_bases_read_cifar10_with_the_wrn_and_madrys_augmentation(index):
     entries, files = index
     bases = {name: fields for name, fields in entries["bases"].items() if fields["_file"] == CIFAR10_FILE}
-    assert len(bases) == len(chan2020.CIFAR10_ROWS) and {fields["dataset"] for fields in bases.values()} == {"cifar10"}
+    assert len(bases) == len(chan2020.CIFAR10_ROWS) + 1 and {fields["dataset"] for fields in bases.values()} == {"cifar10"}
     cifar10 = lookup(files["params.yaml"], entries["datasets"]["cifar10"]["key"])
     assert cifar10["name"] == "cifar10-jpeg" and cifar10["profiles"]["smoke"] == {"name": "digits"}
     for fields in bases.values():
@@ -163,10 +164,10 @@ def test_every_cifar10_table_run_and_source_is_a_run_of_the_study(index):
     entries, _ = index
     study_runs = {name for name, fields in entries["runs"].items() if fields["study"] == CIFAR10}
     for table in CIFAR10_TABLES:
-        assert set(table.runs()) == study_runs, table.id
+        assert set(table.runs()) == study_runs - {TWIN}, table.id
         assert all(len(row.paper) == len(table.columns) for row in table.rows), table.id
     sources = {column.source for column in chan2020.CIFAR10_TABLE5.columns if column.source}
-    assert sources == {f"{CIFAR10}-pgd-at7", f"{CIFAR10}-standard"}
+    assert sources == {f"{CIFAR10}-pgd-at7", TWIN, f"{CIFAR10}-standard"}
     assert not any(column.source for column in chan2020.CIFAR10_TABLE3.columns)
 
 
@@ -238,6 +239,9 @@ def test_the_cifar10_jarn_rows_have_the_papers_and_the_official_settings():
     assert bases["jarn-at1"]["defense"] == {**jarn, "adversarial": {"fraction": 1.0, "attack": fgsm}}
     assert bases["fgsm-at1"]["defense"] == {"name": "at", "adversarial": {"fraction": 1.0, "attack": fgsm}}
     pgd = bases["pgd-at7"]["defense"]["adversarial"]["attack"]
+    # "differently initialized versions" (§4.3): the same training from another seed
+    twin = bases.pop("pgd-at7-twin")
+    assert twin.pop("seed") != load_params(REPO / "params.yaml")["seed"] and twin == bases["pgd-at7"]
     assert (pgd["steps"], pgd["random_start"]) == (7, True) and math.isclose(pgd["step_size"], 2 / 255)
     noise = bases["uniform-noise"]["defense"]["adversarial"]
     assert noise == {"fraction": 1.0, "attack": {"name": "uniform_noise", "eps": jarn["noise_eps"]}}
@@ -288,7 +292,7 @@ def test_the_transfer_table_renders_from_tidy_rows():
     text = render_table(chan2020.CIFAR10_TABLE5, pd.DataFrame(rows))
     line = next(line for line in text.splitlines() if line.startswith("| JARN "))
     ours = [cell.strip() for cell in line.strip("|").split("|")][1:-1:3]
-    assert ours == ["85.00", "70.00", "60.00", "60.00", "55.00", "30.00", "—", "—", "—"]
+    assert ours == ["85.00", "70.00", "60.00", "60.00", "55.00", "—", "—", "—", "—", "30.00", "—", "—", "—"]
     assert "| JARN-AT1 " in text and "not run" in text
     table3 = render_table(chan2020.CIFAR10_TABLE3, pd.DataFrame(rows))
     line = next(line for line in table3.splitlines() if line.startswith("| JARN "))
