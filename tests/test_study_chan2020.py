@@ -297,3 +297,18 @@ def test_the_transfer_table_renders_from_tidy_rows():
     table3 = render_table(chan2020.CIFAR10_TABLE3, pd.DataFrame(rows))
     line = next(line for line in table3.splitlines() if line.startswith("| JARN "))
     assert [cell.strip() for cell in line.strip("|").split("|")][1:-1:3] == ["85.00", "—", "—", "—", "20.00"]
+
+
+def test_the_cifar10_figures_draw_the_models_the_text_discusses(index):
+    entries, files = index
+    figures = lookup(files[CIFAR10_FILE], "study_figures")
+    assert set(figures) == {f"{CIFAR10}-fig3", f"{CIFAR10}-fig4"}
+    for figure in figures.values():
+        assert figure["dataset"] == "cifar10" and all(entries["runs"][run]["study"] == CIFAR10 for run in figure["runs"])
+    # §4.3 on Fig. 3: standard, FGSM-AT, JARN (panel c), JARN-AT1 and PGD-AT7; on Fig. 4: JARN, PGD-AT, standard
+    fig3, fig4 = figures[f"{CIFAR10}-fig3"], figures[f"{CIFAR10}-fig4"]
+    assert list(fig3["runs"].values()) == ["Standard", "FGSM-AT1", "JARN", "JARN-AT1", "PGD-AT7"]
+    assert set(fig4["runs"].values()) == {"Standard", "PGD-AT7", "JARN"}
+    attack = lookup(files[CIFAR10_FILE], f"{CIFAR10}.attack.suite")[0]
+    assert attack["name"] == "fgsm" and fig3["eps"] == attack["eps"]  # the table's FGSM direction and ε
+
