@@ -187,7 +187,10 @@ def test_every_cifar10_run_attacks_with_what_the_tables_read(index, profile):
         attack, _, _ = _attack_settings(params, fields["attack_key"])
         suite = parse_suite(attack["suite"], f"{fields['attack_key']}.suite")
         transfer = parse_suite(attack["transfer"], f"{fields['attack_key']}.transfer")
-        assert white_box <= {(spec.name, spec.eps, spec.steps) for spec in suite}, run
+        ran = {(spec.name, spec.eps, spec.steps) for spec in suite}
+        # a column without steps reads its attack at any step count (AutoAttack: 10 iterations at smoke)
+        assert all(any(name == ran_name and eps == ran_eps and steps in (None, ran_steps)
+                       for ran_name, ran_eps, ran_steps in ran) for name, eps, steps in white_box), run
         assert transferred == {(spec.name, spec.eps, spec.steps) for spec in transfer}, run
         assert all(spec in suite for spec in transfer), run  # crafted once, by the white-box suite
         for spec in suite:  # Madry et al.'s CIFAR-10 attacks: PGD steps of ε/4, random starts, L∞
@@ -296,7 +299,7 @@ def test_the_transfer_table_renders_from_tidy_rows():
     assert "| JARN-AT1 " in text and "not run" in text
     table3 = render_table(chan2020.CIFAR10_TABLE3, pd.DataFrame(rows))
     line = next(line for line in table3.splitlines() if line.startswith("| JARN "))
-    assert [cell.strip() for cell in line.strip("|").split("|")][1:-1:3] == ["85.00", "—", "—", "—", "20.00"]
+    assert [cell.strip() for cell in line.strip("|").split("|")][1:-1:3] == ["85.00", "—", "—", "—", "20.00", "—"]
 
 
 def test_the_cifar10_figures_draw_the_models_the_text_discusses(index):
@@ -311,4 +314,19 @@ def test_the_cifar10_figures_draw_the_models_the_text_discusses(index):
     assert set(fig4["runs"].values()) == {"Standard", "PGD-AT7", "JARN"}
     attack = lookup(files[CIFAR10_FILE], f"{CIFAR10}.attack.suite")[0]
     assert attack["name"] == "fgsm" and fig3["eps"] == attack["eps"]  # the table's FGSM direction and ε
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_cifar10_row_is_also_attacked_with_autoattack_on_a_fixed_subset(index, profile):
+    entries, _ = index
+    params = _cifar10_params(profile)
+    for run, fields in entries["runs"].items():
+        if fields["study"] == CIFAR10:
+            attack, _, _ = _attack_settings(params, fields["attack_key"])
+            suite = parse_suite(attack["suite"], f"{fields['attack_key']}.suite")
+            (autoattack,) = [spec for spec in suite if spec.name == "autoattack"]
+            assert autoattack.norm == "linf" and math.isclose(autoattack.eps, 8 / 255), run
+            assert autoattack.examples == (1000 if profile == "paper" else 100), run
+            # the authors' budgets wherever the numbers are meant to be read
+            assert ("steps" in autoattack.settings) == (profile == "smoke"), run
 
