@@ -7,8 +7,9 @@
   under one attack. The template ``.dvc/plots/runs.json`` draws a line per run.
 - Setting sweeps: a paper table whose rows are the values of one setting (``Table.sweep``, e.g.
   Jakubovitz Table 13's λ) becomes ``<table-id>.csv`` with, per row, the setting's value and each
-  column's number, once as reproduced and once as the paper reports it (field ``curve``), in the
-  table's display units. The template ``.dvc/plots/sweep.json`` draws one line per curve.
+  column's number (a field per column: its metric, or ``Sweep.fields`` where columns share one),
+  once as reproduced and once as the paper reports it (field ``curve``), in the table's display
+  units. The template ``.dvc/plots/sweep.json`` draws one line per curve.
 - Training curves: ``<study>.csv`` with a row per (run, epoch) of held-out accuracy and loss, the
   base's pretraining followed by the run's own fine-tune on one epoch axis, because a run's
   robustness is the product of both phases (a 0-epoch run is its base as trained). The template
@@ -61,9 +62,10 @@ def sweep_curves(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def table_sweep(table: Table, results: pd.DataFrame) -> pd.DataFrame:
     """(setting, curve, <one field per column metric>) rows: ours where the row's runs have results."""
-    fields = [column.metric for column in table.columns]
+    fields = list(table.sweep.fields) or [column.metric for column in table.columns]
     if len(set(fields)) != len(fields):
-        raise ValueError(f"table {table.id}: a swept table needs one column per metric, got {fields}")
+        raise ValueError(f"table {table.id}: a swept table needs one field per column (Sweep.fields where "
+                         f"columns share a metric), got {fields}")
     records = []
     for value, row in zip(table.sweep.values, table.rows):
         # rounded beyond the table's digits: the file shows the number, not float noise

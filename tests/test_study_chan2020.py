@@ -16,7 +16,7 @@ from robust.evaluate import parse_suite
 from robust.index import check_index, load_index
 from robust.params import load_params, lookup
 from robust.pipeline import _attack_settings, _train_config
-from robust.plots import sweep_curves
+from robust.plots import sweep_curves, sweep_tables
 from robust.tables import chan2020, render_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +26,8 @@ CIFAR10 = chan2020.CIFAR10_STUDY
 CIFAR10_TABLES = (chan2020.CIFAR10_TABLE3, chan2020.CIFAR10_TABLE5)
 FIG2_RUNS = {f"{CIFAR10}-pgd-at7", f"{CIFAR10}-jarn-at1"}
 TWIN = f"{CIFAR10}-pgd-at7-twin"  # Table 5's second PGD-AT7 source, not a row
+FIG5_RUNS = {run for table in chan2020.FIG5_TABLES for run in table.runs()} - {f"{CIFAR10}-jarn"}
+TABLE3_RUNS = {chan2020.cifar10_run(suffix) for _, _, suffix in chan2020.CIFAR10_ROWS}
 PAPERS = REPO.parent / "shared" / "papers"
 PROFILES = ("smoke", "cpu", "paper")
 
@@ -139,18 +141,20 @@ def test_the_cifar10_study_index_entries_validate(index):
     entries, files = index
     check_index(entries, files)
     runs = {name: fields for name, fields in entries["runs"].items() if fields["_file"] == CIFAR10_FILE}
-    assert set(runs) == {chan2020.cifar10_run(suffix) for _, _, suffix in chan2020.CIFAR10_ROWS} | {TWIN}
+    assert set(runs) == TABLE3_RUNS | {TWIN} | FIG5_RUNS
     for run, fields in runs.items():
         assert fields["study"] == CIFAR10 and fields["base"] == run and fields["dataset"] == "cifar10"
         assert fields["finetune_key"] == f"{CIFAR10}.evaluate_base"  # evaluated as trained
-        assert fields["attack_key"] == f"{CIFAR10}.{'attack_fig2' if run in FIG2_RUNS else 'attack'}"
+        suite = "attack_fig2" if run in FIG2_RUNS else "attack_fig5" if run in FIG5_RUNS else "attack"
+        assert fields["attack_key"] == f"{CIFAR10}.{suite}"
     assert lookup(files[CIFAR10_FILE], f"{CIFAR10}.evaluate_base") == {"epochs": 0}
 
 
 def test_the_cifar10_bases_read_cifar10_with_the_wrn_and_madrys_augmentation(index):
     entries, files = index
     bases = {name: fields for name, fields in entries["bases"].items() if fields["_file"] == CIFAR10_FILE}
-    assert len(bases) == len(chan2020.CIFAR10_ROWS) + 1 and {fields["dataset"] for fields in bases.values()} == {"cifar10"}
+    assert set(bases) == TABLE3_RUNS | {TWIN} | FIG5_RUNS
+    assert {fields["dataset"] for fields in bases.values()} == {"cifar10"}
     cifar10 = lookup(files["params.yaml"], entries["datasets"]["cifar10"]["key"])
     assert cifar10["name"] == "cifar10-jpeg" and cifar10["profiles"]["smoke"] == {"name": "digits"}
     for fields in bases.values():
@@ -164,7 +168,7 @@ def test_every_cifar10_table_run_and_source_is_a_run_of_the_study(index):
     entries, _ = index
     study_runs = {name for name, fields in entries["runs"].items() if fields["study"] == CIFAR10}
     for table in CIFAR10_TABLES:
-        assert set(table.runs()) == study_runs - {TWIN}, table.id
+        assert set(table.runs()) == study_runs - {TWIN} - FIG5_RUNS, table.id
         assert all(len(row.paper) == len(table.columns) for row in table.rows), table.id
     sources = {column.source for column in chan2020.CIFAR10_TABLE5.columns if column.source}
     assert sources == {f"{CIFAR10}-pgd-at7", TWIN, f"{CIFAR10}-standard"}
@@ -182,7 +186,7 @@ def test_every_cifar10_run_attacks_with_what_the_tables_read(index, profile):
     white_box = {_reads(column) for column in chan2020.CIFAR10_TABLE3.columns if column.attack != "clean"}
     transferred = {_reads(column) for column in chan2020.CIFAR10_TABLE5.columns if column.source}
     for run, fields in entries["runs"].items():
-        if fields["study"] != CIFAR10:
+        if fields["study"] != CIFAR10 or run in FIG5_RUNS:
             continue
         attack, _, _ = _attack_settings(params, fields["attack_key"])
         suite = parse_suite(attack["suite"], f"{fields['attack_key']}.suite")
@@ -321,7 +325,7 @@ def test_every_cifar10_row_is_also_attacked_with_autoattack_on_a_fixed_subset(in
     entries, _ = index
     params = _cifar10_params(profile)
     for run, fields in entries["runs"].items():
-        if fields["study"] == CIFAR10:
+        if fields["study"] == CIFAR10 and run not in FIG5_RUNS:
             attack, _, _ = _attack_settings(params, fields["attack_key"])
             suite = parse_suite(attack["suite"], f"{fields['attack_key']}.suite")
             (autoattack,) = [spec for spec in suite if spec.name == "autoattack"]
@@ -329,4 +333,57 @@ def test_every_cifar10_row_is_also_attacked_with_autoattack_on_a_fixed_subset(in
             assert autoattack.examples == (1000 if profile == "paper" else 100), run
             # the authors' budgets wherever the numbers are meant to be read
             assert ("steps" in autoattack.settings) == (profile == "smoke"), run
+
+
+def test_each_fig5_row_changes_one_setting_of_the_jarn_row():
+    bases = lookup(load_params(REPO / CIFAR10_FILE), f"{CIFAR10}.bases")
+    jarn = bases["jarn"]
+    changed = {}
+    for table in chan2020.FIG5_TABLES:
+        middle = table.rows[len(table.rows) // 2]
+        assert middle.run == f"{CIFAR10}-jarn" and table.sweep.values[len(table.rows) // 2] in (1.0, 20), table.id
+        assert list(table.sweep.values) == sorted(table.sweep.values), table.id
+        for row, value in zip(table.rows, table.sweep.values):
+            base = bases[row.run.removeprefix(f"{CIFAR10}-")]
+            differences = {key for key in jarn["defense"] if base["defense"].get(key) != jarn["defense"][key]}
+            differences |= {key for key in jarn if key != "defense" and base.get(key) != jarn[key]}
+            changed[row.run] = (table.sweep.setting, value, differences)
+    for run, (setting, value, differences) in changed.items():
+        base = bases[run.removeprefix(f"{CIFAR10}-")]
+        if run == f"{CIFAR10}-jarn":
+            assert not differences
+        elif setting == "lambda":
+            assert differences == {"lambda"} and base["defense"]["lambda"] == value
+        elif setting == "disc_every":
+            assert differences == {"disc_every"} and base["defense"]["disc_every"] == value
+        else:  # the batch, scaled at every profile, nothing else of the schedule
+            assert differences == {"profiles"}
+            for profile, schedule in base["profiles"].items():
+                own = jarn["profiles"][profile]
+                assert schedule == {**own, "batch_size": int(own["batch_size"] * value)}, (run, profile)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_fig5_rows_are_attacked_as_table3_reads_its_fgsm_and_pgd20_columns(index, profile):
+    entries, _ = index
+    params = _cifar10_params(profile)
+    wanted = {_reads(column) for column in chan2020.FIG5_COLUMNS if column.attack != "clean"}
+    assert wanted == {("fgsm", 8 / 255, None), ("pgd", 8 / 255, 20)}
+    for run in FIG5_RUNS:
+        attack, _, _ = _attack_settings(params, entries["runs"][run]["attack_key"])
+        suite = parse_suite(attack["suite"], f"{run}.suite")
+        assert {(spec.name, spec.eps, spec.steps if spec.name == "pgd" else None) for spec in suite} == wanted, run
+
+
+def test_the_fig5_sweeps_become_plot_data_with_a_field_per_column():
+    rows = [_cifar10_row(f"{CIFAR10}-jarn-lambda-double", "clean", 0.8),
+            _cifar10_row(f"{CIFAR10}-jarn-lambda-double", "pgd", 0.3, steps=20)]
+    frame = sweep_tables(pd.DataFrame(rows))[f"{CIFAR10}-fig5-lambda.csv"]
+    ours = frame[frame.curve == "reproduced"]
+    assert list(frame.columns) == ["lambda", "curve", "clean", "fgsm", "pgd20"]
+    assert ours[["lambda", "clean", "pgd20"]].values.tolist() == [[2.0, 80.0, 30.0]] and ours.fgsm.isna().all()
+    dvc = (REPO / "dvc.yaml").read_text()
+    for table in chan2020.FIG5_TABLES:
+        for field in ("clean", "pgd20"):
+            assert f"metrics/sweeps/{table.id}.csv: {field}" in dvc, (table.id, field)
 

@@ -74,6 +74,8 @@ class Sweep:
 
     setting: str  # the x field of the plot data, e.g. "lambda"
     values: tuple[float, ...]  # one per row, in row order
+    # the plot data's field of each column; empty: each column's metric (which must then differ)
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class Table:
     def __post_init__(self):
         if self.sweep is not None and len(self.sweep.values) != len(self.rows):
             raise ValueError(f"table {self.id}: {len(self.sweep.values)} sweep values for {len(self.rows)} rows")
+        if self.sweep is not None and self.sweep.fields and len(self.sweep.fields) != len(self.columns):
+            raise ValueError(f"table {self.id}: {len(self.sweep.fields)} sweep fields for {len(self.columns)} columns")
 
     def runs(self) -> list[str]:
         return [run for row in self.rows for run in row.run_ids]

@@ -1,6 +1,7 @@
 """Chan, Tay, Ong & Fu 2020, "Jacobian Adversarially Regularized Networks for Robustness" (JARN,
 arXiv 1912.10185): Table 1 (MNIST), Tables 3 and 5 (CIFAR-10): accuracy (%) on clean and adversarial
-test samples, and on examples transferred from other models.
+test samples, and on examples transferred from other models; Fig. 5 (CIFAR-10, JARN's sensitivity to
+λ_adv, batch size and discriminator update interval) as three tables swept over the setting.
 
 The seed text (shared/papers/jarn_chan2020.txt) keeps the tables' captions but lost their bodies,
 and §4.1 and §4.3 lost the perturbation sizes ("with perturbation , crafted from FGSM and PGD"):
@@ -10,7 +11,7 @@ there. The MNIST AutoAttack and alignment columns and Table 5's standard-model s
 the paper.
 """
 
-from robust.tables import Column, Row, Table, register_table
+from robust.tables import Column, Row, Sweep, Table, register_table
 
 SOURCE = "jarn_chan2020.txt"
 STUDY = "chan2020"
@@ -165,3 +166,42 @@ CIFAR10_TABLE5 = register_table(Table(
         CIFAR10_CHOSEN,
     ),
 ))
+
+
+# ---- Fig. 5 (App. B): JARN's sensitivity to its hyperparameters on CIFAR-10 -----------------------------
+
+FIG5_COLUMNS = (CLEAN, TABLE3_COLUMNS[1], TABLE3_COLUMNS[4])  # clean, FGSM, PGD-20
+FIG5_FIELDS = ("clean", "fgsm", "pgd20")
+FIG5_NOTES = (
+    "Fig. 5 (App. B) lost its image, its ranges and its attacks with the text: every paper cell is \"not in "
+    "text\". §4.3 says only that JARN's performance \"is relatively stable across hyperparameter changes\".",
+    "Chosen: each setting halved and doubled around the JARN row of Table 3 (its middle row here), one at a "
+    "time; FGSM and PGD-20 at ε = 8/255 as in Table 3. See studies/chan2020-cifar10.yaml.",
+)
+# (table id suffix, setting, title, sweep values, the row label of each value, the run suffix of each value)
+FIG5_SWEEPS = (
+    ("lambda", "lambda", "λ_adv", (0.5, 1.0, 2.0), ("λ_adv = 0.5", "λ_adv = 1 (Table 3's JARN)", "λ_adv = 2"),
+     ("jarn-lambda-half", "jarn", "jarn-lambda-double")),
+    ("batch", "batch_factor", "the batch size", (0.5, 1.0, 2.0),
+     ("½× the schedule's batch", "the schedule's batch (Table 3's JARN)", "2× the schedule's batch"),
+     ("jarn-batch-half", "jarn", "jarn-batch-double")),
+    ("disc-every", "disc_every", "the discriminator update interval", (5, 20, 40),
+     ("every 5 steps", "every 20 steps (Table 3's JARN)", "every 40 steps"),
+     ("jarn-disc5", "jarn", "jarn-disc40")),
+)
+FIG5_TABLES = tuple(
+    register_table(Table(
+        id=f"{CIFAR10_STUDY}-fig5-{suffix}",
+        title=f"JARN's CIFAR-10 accuracy (%) against {title}, WRN-34-10, ε = 8/255",
+        source=f"{SOURCE}, Fig. 5",
+        columns=FIG5_COLUMNS,
+        # every row is a JARN model, the word the text's Fig. 5 paragraph uses for them all
+        rows=tuple(Row(label, cifar10_run(suffix), (None,) * len(FIG5_COLUMNS), in_text="JARN")
+                   for label, suffix in zip(labels, suffixes)),
+        notes=FIG5_NOTES + (("The batch rows keep the schedule's learning rate and epochs (batch 32 / 64 / 128 "
+                             "at paper, 64 / 128 / 256 at cpu).",) if setting == "batch_factor" else ()),
+        sweep=Sweep(setting, values, FIG5_FIELDS),
+    ))
+    for suffix, setting, title, values, labels, suffixes in FIG5_SWEEPS
+)
+
