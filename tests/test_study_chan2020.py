@@ -179,18 +179,22 @@ def _reads(column) -> tuple:
     return column.attack, column.eps, column.steps
 
 
+def _cifar10_attacks(entries, params, runs):
+    """(run, attack settings, parsed white-box suite) of each of ``runs``, at ``params``' profile."""
+    for run in sorted(runs):
+        key = entries["runs"][run]["attack_key"]
+        attack, _, _ = _attack_settings(params, key)
+        yield run, attack, parse_suite(attack["suite"], f"{key}.suite")
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_cifar10_run_attacks_with_what_the_tables_read(index, profile):
     entries, _ = index
     params = _cifar10_params(profile)
     white_box = {_reads(column) for column in chan2020.CIFAR10_TABLE3.columns if column.attack != "clean"}
     transferred = {_reads(column) for column in chan2020.CIFAR10_TABLE5.columns if column.source}
-    for run, fields in entries["runs"].items():
-        if fields["study"] != CIFAR10 or run in FIG5_RUNS:
-            continue
-        attack, _, _ = _attack_settings(params, fields["attack_key"])
-        suite = parse_suite(attack["suite"], f"{fields['attack_key']}.suite")
-        transfer = parse_suite(attack["transfer"], f"{fields['attack_key']}.transfer")
+    for run, attack, suite in _cifar10_attacks(entries, params, TABLE3_RUNS | {TWIN}):
+        transfer = parse_suite(attack["transfer"], f"{run}.transfer")
         ran = {(spec.name, spec.eps, spec.steps) for spec in suite}
         # a column without steps reads its attack at any step count (AutoAttack: 10 iterations at smoke)
         assert all(any(name == ran_name and eps == ran_eps and steps in (None, ran_steps)
@@ -324,43 +328,35 @@ def test_the_cifar10_figures_draw_the_models_the_text_discusses(index):
 def test_every_cifar10_row_is_also_attacked_with_autoattack_on_a_fixed_subset(index, profile):
     entries, _ = index
     params = _cifar10_params(profile)
-    for run, fields in entries["runs"].items():
-        if fields["study"] == CIFAR10 and run not in FIG5_RUNS:
-            attack, _, _ = _attack_settings(params, fields["attack_key"])
-            suite = parse_suite(attack["suite"], f"{fields['attack_key']}.suite")
-            (autoattack,) = [spec for spec in suite if spec.name == "autoattack"]
-            assert autoattack.norm == "linf" and math.isclose(autoattack.eps, 8 / 255), run
-            assert autoattack.examples == (1000 if profile == "paper" else 100), run
-            # the authors' budgets wherever the numbers are meant to be read
-            assert ("steps" in autoattack.settings) == (profile == "smoke"), run
+    for run, _, suite in _cifar10_attacks(entries, params, TABLE3_RUNS | {TWIN}):
+        (autoattack,) = [spec for spec in suite if spec.name == "autoattack"]
+        assert autoattack.norm == "linf" and math.isclose(autoattack.eps, 8 / 255), run
+        assert autoattack.examples == (1000 if profile == "paper" else 100), run
+        # the authors' budgets wherever the numbers are meant to be read
+        assert ("steps" in autoattack.settings) == (profile == "smoke"), run
 
 
 def test_each_fig5_row_changes_one_setting_of_the_jarn_row():
     bases = lookup(load_params(REPO / CIFAR10_FILE), f"{CIFAR10}.bases")
     jarn = bases["jarn"]
-    changed = {}
     for table in chan2020.FIG5_TABLES:
         middle = table.rows[len(table.rows) // 2]
         assert middle.run == f"{CIFAR10}-jarn" and table.sweep.values[len(table.rows) // 2] in (1.0, 20), table.id
         assert list(table.sweep.values) == sorted(table.sweep.values), table.id
+        setting = table.sweep.setting
         for row, value in zip(table.rows, table.sweep.values):
             base = bases[row.run.removeprefix(f"{CIFAR10}-")]
             differences = {key for key in jarn["defense"] if base["defense"].get(key) != jarn["defense"][key]}
             differences |= {key for key in jarn if key != "defense" and base.get(key) != jarn[key]}
-            changed[row.run] = (table.sweep.setting, value, differences)
-    for run, (setting, value, differences) in changed.items():
-        base = bases[run.removeprefix(f"{CIFAR10}-")]
-        if run == f"{CIFAR10}-jarn":
-            assert not differences
-        elif setting == "lambda":
-            assert differences == {"lambda"} and base["defense"]["lambda"] == value
-        elif setting == "disc_every":
-            assert differences == {"disc_every"} and base["defense"]["disc_every"] == value
-        else:  # the batch, scaled at every profile, nothing else of the schedule
-            assert differences == {"profiles"}
-            for profile, schedule in base["profiles"].items():
-                own = jarn["profiles"][profile]
-                assert schedule == {**own, "batch_size": int(own["batch_size"] * value)}, (run, profile)
+            if row is middle:
+                assert not differences
+            elif setting in ("lambda", "disc_every"):
+                assert differences == {setting} and base["defense"][setting] == value, row.run
+            else:  # the batch, scaled at every profile, nothing else of the schedule
+                assert differences == {"profiles"}
+                for profile, schedule in base["profiles"].items():
+                    own = jarn["profiles"][profile]
+                    assert schedule == {**own, "batch_size": int(own["batch_size"] * value)}, (row.run, profile)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -369,9 +365,7 @@ def test_the_fig5_rows_are_attacked_as_table3_reads_its_fgsm_and_pgd20_columns(i
     params = _cifar10_params(profile)
     wanted = {_reads(column) for column in chan2020.FIG5_COLUMNS if column.attack != "clean"}
     assert wanted == {("fgsm", 8 / 255, None), ("pgd", 8 / 255, 20)}
-    for run in FIG5_RUNS:
-        attack, _, _ = _attack_settings(params, entries["runs"][run]["attack_key"])
-        suite = parse_suite(attack["suite"], f"{run}.suite")
+    for run, _, suite in _cifar10_attacks(entries, params, FIG5_RUNS):
         assert {(spec.name, spec.eps, spec.steps if spec.name == "pgd" else None) for spec in suite} == wanted, run
 
 
