@@ -248,7 +248,13 @@ def test_queued_experiments_run_in_parallel_and_show_their_metrics(project):
     # test_changing_lambda_reruns_only_the_main_run already takes.
     for eps in ("0.2", "0.3"):
         _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", f"attack.suite.0.eps={eps}"], root, env)
-    _run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", "2"], root, env)
+    # The workers it starts inherit its output: into a pipe, that output would stay open while they live
+    # and the call would wait for them. A file does not hold the caller.
+    log_path = root.parent / "queue-start.log"
+    with log_path.open("w") as log:
+        started = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "--jobs", "2"], cwd=root, env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S)
+    assert started.returncode == 0, log_path.read_text()
     try:
         deadline = time.monotonic() + 900
         while True:
