@@ -29,7 +29,8 @@ STUDY_FILE = "studies/bashivan2021.yaml"
 SEED_TEXT = REPO.parent / "shared" / "papers" / "afd_bashivan2021.txt"
 TABLE_IDS = ("bashivan2021-table1", "bashivan2021-table2", "bashivan2021-tablea5")
 STUDY_TABLES = tuple(name for name in TABLES.names() if name.startswith("bashivan2021-"))
-ROWS = ("nt-s0", "at-s0", "trades-s0", "afd-s0", "afd-fc1pd-s0", "afd-fc3-s0", "rep-matching-s0", "nt-source")
+SEEDED_ROWS = tuple(f"{row}-s{seed}" for row in ("nt", "at", "trades", "afd") for seed in (0, 1, 2))
+ROWS = (*SEEDED_ROWS, "afd-fc1pd-s0", "afd-fc3-s0", "rep-matching-s0", "nt-source")
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +296,7 @@ def test_tables_render_from_synthetic_rows():
     assert cells[4:7] == ["90.00", "96.13", "-6.13"]  # white-box: the sweep's ε = 0.3 member, not the labelled one
     assert cells[7] == "93.00"
     assert cells[10:12] == ["97.00", "98.31"] and cells[13] == "96.00"  # black-box, from the NT source
-    assert cells[-1] == "smoke / digits" and "not comparable" in table1
+    assert cells[-1] == "smoke / digits, 1 of 3 seeds" and "not comparable" in table1
     assert _cells(table1, "NT")[-1] == "not run"
     table2 = _cells(render_table(TABLES.get("bashivan2021-table2"), results), "AFD")
     assert table2[1:4] == ["0.83", "0.83", "0.00"] and table2[4:6] == ["0.50", "0.84"]
@@ -311,3 +312,14 @@ def test_tables_render_from_synthetic_rows():
     assert tablea3[1:10] == ["91", "92", "-1", "80", "78", "2", "—", "96", "—"]
     assert tablea3[10:12] == ["94", "not in text"]  # PGD on the same points: no paper value
     assert tablea3[13] == "—"  # Square: not among the synthetic rows
+
+
+def test_table1_rows_are_the_mean_and_std_over_three_seeds_and_table_a6_reads_seed_0():
+    assert all(row.run == tuple(f"{row.run[0][:-1]}{seed}" for seed in (0, 1, 2))
+               for row in TABLES.get("bashivan2021-table1").rows)
+    seeds = [pd.DataFrame(_synthetic(f"bashivan2021-mnist-afd-s{seed}")) for seed in (0, 1, 2)]
+    seeds[1].loc[seeds[1].attack == "clean", "value"] = 0.96  # clean 98, 96, 98: mean 97.33, std 1.15
+    results = pd.concat(seeds, ignore_index=True)
+    assert _cells(render_table(TABLES.get("bashivan2021-table1"), results), "AFD")[1] == "97.33 ± 1.15"
+    assert [row.run for row in TABLES.get("bashivan2021-tablea6").rows] == [
+        ("bashivan2021-mnist-afd-fc1pd-s0",), ("bashivan2021-mnist-afd-fc3-s0",), ("bashivan2021-mnist-afd-s0",)]
