@@ -63,6 +63,18 @@ def test_an_attack_exceeding_its_budget_is_refused(monkeypatch):
         evaluate(_linear_model(), x, y, SUITE[:1], batch_size=16, seed=0).rows
 
 
+def test_the_budget_check_allows_the_float32_rounding_of_a_large_norm_and_no_more():
+    spec = parse_suite([{"name": "pgd", "norm": "l1", "eps": 50.0, "steps": 1, "step_size": 1.0}])[0]
+    x = torch.zeros(2, 784)
+    x_adv = x.clone()
+    x_adv[:, :50] = 1.0
+    x_adv[:, 50] = 4e-5  # ‖δ‖₁ = 50.00004, what PGD-L1's projection at ε = 50 returned in float32
+    evaluate_module._check_budget(spec, x, x_adv)
+    x_adv[:, 50] = 0.01
+    with pytest.raises(AssertionError, match="exceeds"):
+        evaluate_module._check_budget(spec, x, x_adv)
+
+
 def test_eps_range_depends_on_the_norm():
     parse_suite([{"name": "pgd", "norm": "l2", "eps": 2.0, "steps": 5, "step_size": 0.5}])
     with pytest.raises(ConfigError, match=r"attack\.suite\[0\]\.eps"):
