@@ -1,0 +1,265 @@
+"""The AFD study's CIFAR-10 half (Bashivan et al. 2021): its index entries, its bases and schedules, its
+attack configs at every profile, its tables' runs and paper values, and rendering."""
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import robust.tables.bashivan2021_cifar10 as afd_tables
+from robust.evaluate import parse_suite
+from robust.index import check_index, load_index
+from robust.params import lookup
+from robust.representation import parse_representation
+from robust.study_figures import parse_study_figure
+from robust.tables import TABLES, render_table
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = "bashivan2021-cifar10"
+STUDY_FILE = f"studies/{STUDY}.yaml"
+SEED_TEXT = REPO.parent / "shared" / "papers" / "afd_bashivan2021.txt"
+TABLE_IDS = tuple(f"{STUDY}-{table}" for table in ("table1", "table2", "tablea3", "tablea5"))
+ROWS = ("nt-s0", "at-s0", "trades-s0", "afd-s0", "nt-source")
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def study():
+    return yaml.safe_load((REPO / STUDY_FILE).read_text())
+
+
+def test_the_study_index_resolves_with_exactly_its_runs():
+    index, files = load_index(REPO)
+    check_index(index, files)
+    runs = {name: fields for name, fields in index["runs"].items() if fields["_file"] == STUDY_FILE}
+    assert set(runs) == {f"{STUDY}-{row}" for row in ROWS}
+    assert all(fields["study"] == STUDY and fields["base"] == name and fields["dataset"] == "cifar10"
+               for name, fields in runs.items())
+    assert STUDY_FILE in yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"]
+
+
+def test_every_table_row_names_runs_of_the_study(study):
+    assert set(TABLE_IDS) == {name for name in TABLES.names() if name.startswith(f"{STUDY}-")}
+    for table_id in TABLE_IDS:
+        table = TABLES.get(table_id)
+        assert table.runs() and all(run in study["runs"] for run in table.runs()), table_id
+        assert all(len(row.paper) == len(table.columns) for row in table.rows), table_id
+    sources = {column.source for column in TABLES.get(f"{STUDY}-table1").columns if column.source}
+    assert sources == {afd_tables.BLACK_BOX_SOURCE} and afd_tables.BLACK_BOX_SOURCE in study["runs"]
+
+
+def _base(study: dict, row: str) -> dict:
+    return lookup(study, study["bases"][f"{STUDY}-{row}"]["key"])
+
+
+def test_bases_train_the_normalised_cifar_resnet18_on_cifar10_on_the_schedule_of_each_profile(study):
+    index, _ = load_index(REPO)
+    assert {index["bases"][f"{STUDY}-{row}"]["dataset"] for row in ROWS} == {"cifar10"}
+    bases = {row: _base(study, row) for row in ROWS}
+    assert {b["defense"]["name"] for b in bases.values()} == {"none", "at", "trades", "afd"}
+    assert all(b["arch"] == "resnet18-norm" and b["optimizer"] == "sgd" and b["momentum"] == 0.9
+               and b["augment"] == {"crop": 4, "flip": True, "fill": 0.0} for b in bases.values())
+    # Table A1 (CIFAR-10): 900 epochs, ×0.1 after 400 and 800, batch 128, E+Dc lr 0.1, weight decay 1e-4
+    for row in ("nt-s0", "at-s0", "afd-s0", "nt-source"):
+        assert bases[row]["l2"] == 0.0001
+        assert bases[row]["profiles"]["paper"] == {"epochs": 900, "batch_size": 128, "lr": 0.1,
+                                                   "milestones": [400, 800], "gamma": 0.1}
+    # TRADES: its official CIFAR-10 script
+    trades = bases["trades-s0"]
+    assert trades["l2"] == 0.0002 and trades["profiles"]["paper"] == {
+        "epochs": 76, "batch_size": 128, "lr": 0.1, "milestones": [74], "gamma": 0.1}
+    assert trades["defense"] == {"name": "trades", "beta": 6.0, "eps": 0.031, "steps": 10, "step_size": 0.007}
+    for base in bases.values():  # narrow at smoke and cpu, the full 64…512 network at paper
+        assert base["profiles"]["smoke"]["width"] < base["profiles"]["cpu"]["width"] < 1
+        assert "width" not in base["profiles"]["paper"]
+    assert {b["seed"] for row, b in bases.items() if row != "nt-source"} == {0} and bases["nt-source"]["seed"] != 0
+    for run in study["runs"].values():
+        assert lookup(study, run["finetune_key"]) == {"epochs": 0}
+
+
+def test_afd_and_at_train_against_pgd_linf_at_8_of_255(study):
+    afd = _base(study, "afd-s0")["defense"]
+    assert afd == {"name": "afd", "attack": {"name": "pgd", "eps": EPS, "steps": 20, "step_size": 2 / 255,
+                                             "random_start": True},
+                   "lr_embed": 0.5, "lr_disc": 0.1, "discriminator": "fc3-pd", "disc_width": 512,
+                   "gan_loss": "softplus", "momentum": 0.9}
+    at = _base(study, "at-s0")["defense"]["adversarial"]
+    assert at == {"fraction": 1.0, "attack": {"name": "pgd", "eps": EPS, "steps": 7, "step_size": 2 / 255,
+                                              "random_start": True}}
+
+
+def _config(study: dict, key: str, profile: str) -> dict:
+    config = study[STUDY][key]
+    return {**config, **config.get("profiles", {}).get(profile, {})}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_attack_configs_parse_at_every_profile(study, profile):
+    for key in ("attack", "attack_source"):
+        config = _config(study, key, profile)
+        suite = parse_suite([dict(entry) for entry in config["suite"]])
+        transfer = parse_suite([dict(entry) for entry in config["transfer"]], subsets=False)
+        assert {spec.label for spec in transfer} == {"pgd-transfer", "fgsm-transfer"}
+        assert all(spec.eps == EPS for spec in transfer)
+        if key == "attack_source":
+            continue
+        # Table 1's white-box cells read the sweeps' 8/255 members (Table A2: 20 steps of 2/255 but at smoke)
+        pgd = [s for s in suite if s.name == "pgd" and s.norm == "linf" and s.sweep is not None]
+        assert [s.eps for s in pgd] == [0.0, *(k / 255 for k in (2, 4, 8, 16, 32))]
+        assert all(s.settings["steps"] == (10 if profile == "smoke" else 20) for s in pgd)
+        assert next(s for s in pgd if s.eps == EPS).settings["step_size"] == 2 / 255
+        fgsm = [s.eps for s in suite if s.name == "fgsm" and s.sweep is not None]
+        assert fgsm == [0.0, *(k / 255 for k in (2, 4, 8, 16, 32, 64))]
+        assert EPS in parse_representation(config["representation"], "representation").eps
+        # Table A3: each of its columns read from an attack on the same 100 points; smoke and cpu run the
+        # ones without the optional foolbox extra
+        table_a3 = {(s.name, s.norm, s.eps, s.label): s.examples for s in suite if s.examples is not None}
+        columns = TABLES.get(f"{STUDY}-tablea3").columns
+        if profile != "paper":
+            columns = [c for c in columns if c.attack in ("autoattack", "pgd", "square")]
+        assert table_a3 == {(c.attack, c.norm, c.eps, c.attack_label or ""): 100 for c in columns}
+        # Table 2's columns: every sweep at paper, the PGD-L∞, FGSM, DDN and DeepFool ones at smoke and cpu
+        names = {(s.name, s.norm) for s in suite if s.sweep is not None or s.budgets}
+        wanted = {("pgd", "linf"), ("fgsm", "linf"), ("ddn", "l2"), ("deepfool", "linf")}
+        if profile == "paper":
+            wanted |= {("pgd", "l2"), ("pgd", "l1"), ("mim", "linf"), ("cw", "l2")}
+        assert names == wanted
+
+
+def test_study_figures_draw_the_four_rows_on_cifar10(study):
+    for name, kind in ((f"{STUDY}-fig2", "accuracy_curves"), (f"{STUDY}-fig4", "sensitivity_and_class_gradients")):
+        figure = parse_study_figure(study["study_figures"][name], f"study_figures.{name}")
+        assert study["study_figures"][name]["kind"] == kind and study["study_figures"][name]["dataset"] == "cifar10"
+        assert list(figure.runs) == [f"{STUDY}-{row}" for row in ("nt-s0", "at-s0", "trades-s0", "afd-s0")]
+
+
+# ---- paper values -------------------------------------------------------------------------------
+
+def _numbers(text: str) -> list[float]:
+    return [float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)]
+
+
+def _lines() -> list[str]:
+    return SEED_TEXT.read_text().splitlines()
+
+
+needs_text = pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
+
+
+@needs_text
+def test_table1_values_are_the_cifar10_rn18_cells():
+    lines = _lines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Method\tDataset\tNetwork\tClean"))
+    for row in TABLES.get(f"{STUDY}-table1").rows:
+        # the blocks run MNIST, CIFAR10, CIFAR100 and repeat the labels: the row's second line is CIFAR10's
+        line = [line for line in lines[start:] if line.startswith(row.label + "\t")][1]
+        cells = line.split("\t")
+        assert cells[2] == "RN18"
+        assert tuple(_numbers(cell)[0] for cell in cells[3:]) == row.paper, row.label  # "μ ± σ": the mean
+
+
+@needs_text
+def test_table2_values_are_the_cifar10_block():
+    lines = _lines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Dataset\tModel\t$PGD_{L_{\\infty}}$"))
+    rows = [line.split("\t") for line in lines[start:start + 14] if re.match(r"^[^\t]*\t(NT|AT|TRADES|AFD)\t", line)]
+    assert rows[5][0].startswith("CIFAR")  # the second block's AT row names the data set
+    for row, cells in zip(TABLES.get(f"{STUDY}-table2").rows, rows[4:8], strict=True):
+        assert cells[1] == row.in_text
+        assert tuple(float(c) for c in cells[2:]) == row.paper, row.label
+
+
+@needs_text
+def test_table_a3_values_are_the_cifar10_rows_and_nt_lost_two():
+    lines = _lines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Table A3:"))
+    rows = [line.split("\t")[2:] for line in lines[start:start + 15] if re.match(r"^[^\t]*\t[^\t]*\t(NT|AT|TRADES|AFD)\t", line)]
+    for row, cells in zip(TABLES.get(f"{STUDY}-tablea3").rows, rows[4:8], strict=True):
+        assert cells[0] == row.label
+        values = [float(cell) if cell else None for cell in cells[1:4]]
+        assert tuple(values) == row.paper[:3], row.label
+        assert row.paper[3:] == (None, None)  # the added PGD and Square columns
+
+
+@needs_text
+def test_table_a5_values_are_the_cifar10_columns():
+    lines = _lines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Dataset\tMNIST\t\tCIFAR10"))
+    rows = [line.split("\t") for line in lines[start:start + 8] if re.match(r"^(NT|AT|TRADES|AFD)\t", line)]
+    for row, cells in zip(TABLES.get(f"{STUDY}-tablea5").rows, rows, strict=True):
+        assert cells[0] == row.label
+        assert tuple(float(c) for c in cells[3:5]) == row.paper, row.label  # MNIST's Units and Dims come first
+
+
+@needs_text
+@pytest.mark.parametrize("table_id", TABLE_IDS)
+def test_every_paper_value_appears_in_the_seed_text(table_id):
+    """The check tests/test_tables.py makes for every registered table."""
+    table = TABLES.get(table_id)
+    text = SEED_TEXT.read_text()
+    lines = [line for line in text.splitlines() if "\t" in line]
+    tokens = text.split()
+    for row in table.rows:
+        values = [value for value in row.paper if value is not None]
+        if row.in_text is not None:
+            following = [_numbers(" ".join(tokens[i + 1:i + 1 + len(values)]))
+                         for i, token in enumerate(tokens) if token == row.in_text]
+            assert values in following, (table_id, row.label)
+            continue
+        candidates = [_numbers(line) for line in lines if row.label in line.split("\t")]
+        assert any(all(value in numbers for value in values) for numbers in candidates), (table_id, row.label)
+
+
+# ---- rendering from synthetic rows --------------------------------------------------------------
+
+META = {"study": STUDY, "dataset": "digits", "arch": "resnet18-norm", "defense": "afd", "profile": "smoke",
+        "seed": 0, "label": "", "norm": "", "eps": math.nan, "steps": -1, "n": 359}
+
+
+def _synthetic(run: str) -> list[dict]:
+    meta = {**META, "run": run, "source": ""}
+    pgd = {**meta, "attack": "pgd", "norm": "linf", "steps": 20, "metric": "accuracy"}
+    fgsm = {**meta, "attack": "fgsm", "norm": "linf", "metric": "accuracy"}
+    rows = [{**meta, "attack": "clean", "metric": "accuracy", "value": 0.90},
+            {**pgd, "eps": EPS, "value": 0.70}, {**pgd, "eps": 2 / 255, "value": 0.85},
+            # the labelled transfer attack is also evaluated white-box on the run itself
+            {**pgd, "eps": EPS, "label": "pgd-transfer", "value": 0.69},
+            {**fgsm, "eps": EPS, "value": 0.80},
+            {**meta, "attack": "autoattack", "norm": "linf", "eps": EPS, "metric": "accuracy", "value": 0.30,
+             "n": 100},
+            {**pgd, "eps": EPS, "label": "table-a3", "value": 0.40, "n": 100},
+            {**pgd, "metric": "auc", "value": 0.75}, {**fgsm, "metric": "auc", "value": 0.80},
+            {**meta, "attack": "representation", "metric": "active_units", "value": 100.0},
+            {**meta, "attack": "representation", "metric": "pca_dims_99", "value": 12.0}]
+    source = {**meta, "source": afd_tables.BLACK_BOX_SOURCE, "metric": "accuracy", "norm": "linf", "eps": EPS}
+    rows += [{**source, "attack": "pgd", "label": "pgd-transfer", "steps": 20, "value": 0.85},
+             {**source, "attack": "fgsm", "label": "fgsm-transfer", "value": 0.83}]
+    return rows
+
+
+def _cells(text: str, label: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_tables_render_from_synthetic_rows():
+    results = pd.DataFrame(_synthetic(f"{STUDY}-afd-s0"))
+    table1 = render_table(TABLES.get(f"{STUDY}-table1"), results)
+    cells = _cells(table1, "AFD")
+    assert cells[1:4] == ["90.00", "89.38", "0.62"]
+    assert cells[4:7] == ["70.00", "77.72", "-7.72"]  # white-box: the sweep's 8/255 member, not the labelled one
+    assert cells[7:10] == ["80.00", "85.34", "-5.34"]
+    assert cells[10:13] == ["85.00", "86.33", "-1.33"] and cells[13:16] == ["83.00", "84.70", "-1.70"]
+    assert cells[-1] == "smoke / digits" and "not comparable" in table1
+    assert _cells(table1, "NT")[-1] == "not run"
+    table2 = _cells(render_table(TABLES.get(f"{STUDY}-table2"), results), "AFD")
+    assert table2[1:4] == ["0.75", "0.73", "0.02"] and table2[10:13] == ["0.80", "0.85", "-0.05"]
+    assert table2[16:18] == ["—", "0.38"]  # DDN: not computed, the paper's value beside it
+    tablea3 = render_table(TABLES.get(f"{STUDY}-tablea3"), results)
+    assert _cells(tablea3, "AFD")[1:13] == ["30", "25", "5", "—", "68", "—", "—", "41", "—", "40", "not in text", "—"]
+    assert _cells(tablea3, "NT")[1:9] == ["—", "0", "—", "—", "not in text", "—", "—", "not in text"]
+    tablea5 = _cells(render_table(TABLES.get(f"{STUDY}-tablea5"), results), "AFD")
+    assert tablea5[1:7] == ["100", "417", "-317", "12", "9", "3"]
