@@ -194,25 +194,6 @@ def test_table_a5_values_are_the_cifar10_columns():
         assert tuple(float(c) for c in cells[3:5]) == row.paper, row.label  # MNIST's Units and Dims come first
 
 
-@needs_text
-@pytest.mark.parametrize("table_id", TABLE_IDS)
-def test_every_paper_value_appears_in_the_seed_text(table_id):
-    """The check tests/test_tables.py makes for every registered table."""
-    table = TABLES.get(table_id)
-    text = SEED_TEXT.read_text()
-    lines = [line for line in text.splitlines() if "\t" in line]
-    tokens = text.split()
-    for row in table.rows:
-        values = [value for value in row.paper if value is not None]
-        if row.in_text is not None:
-            following = [_numbers(" ".join(tokens[i + 1:i + 1 + len(values)]))
-                         for i, token in enumerate(tokens) if token == row.in_text]
-            assert values in following, (table_id, row.label)
-            continue
-        candidates = [_numbers(line) for line in lines if row.label in line.split("\t")]
-        assert any(all(value in numbers for value in values) for numbers in candidates), (table_id, row.label)
-
-
 # ---- rendering from synthetic rows --------------------------------------------------------------
 
 META = {"study": STUDY, "dataset": "digits", "arch": "resnet18-norm", "defense": "afd", "profile": "smoke",
