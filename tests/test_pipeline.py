@@ -70,6 +70,8 @@ KEPT_RUNS = {
     # roth2018-cifar10 already covers (its settings: tests/test_study_chan2020.py)
     "chan2020-cifar10": set(),
     "bashivan2021": set(),
+    # its AFD and TRADES at smoke attack every batch; the CIFAR wiring is roth2018-cifar10's
+    "bashivan2021-cifar10": set(),
     "leaderboard": set(),
 }
 # The adversary-critic suite at smoke still runs 500-step DeepFool and high-confidence attacks:
