@@ -20,8 +20,13 @@ DEFENSES = (
 )
 
 
+def study_runs(prefix: str, defense: str, seeds: tuple[int, ...]) -> tuple[str, ...]:
+    """The runs of one row: ``<prefix>-<defense>-s<seed>`` per seed."""
+    return tuple(f"{prefix}-{defense}-s{seed}" for seed in seeds)
+
+
 def _runs(defense: str, seeds: tuple[int, ...] = SEEDS) -> tuple[str, ...]:
-    return tuple(f"{STUDY}-mnist-{defense}-s{seed}" for seed in seeds)
+    return study_runs(f"{STUDY}-mnist", defense, seeds)
 
 
 def _rows_in_text(papers: tuple) -> tuple[Row, ...]:
@@ -33,15 +38,32 @@ def _accuracy(label: str, attack: str, **narrow) -> Column:
     return Column(label, attack=attack, metric="accuracy", scale=100.0, **narrow)
 
 
-# White-box cells read the ε = 0.3 member of the study's sweeps (label ""); black-box cells read
-# the labelled transfer attacks, crafted on the separately trained NT source
-TABLE1_COLUMNS = (
-    _accuracy("Clean", "clean"),
-    _accuracy("PGD-L∞ (WB)", "pgd", norm="linf", eps=0.3, attack_label=""),
-    _accuracy("FGSM (WB)", "fgsm", norm="linf", eps=0.3, attack_label=""),
-    _accuracy("PGD-L∞ (BB)", "pgd", norm="linf", eps=0.3, attack_label="pgd-transfer", source=BLACK_BOX_SOURCE),
-    _accuracy("FGSM (BB)", "fgsm", norm="linf", eps=0.3, attack_label="fgsm-transfer", source=BLACK_BOX_SOURCE),
-)
+def table1_columns(eps: float, black_box_source: str) -> tuple[Column, ...]:
+    """Table 1's columns at a data set's ε: white-box cells read the ε member of the study's sweeps (label
+    ""); black-box cells read the labelled transfer attacks, crafted on the separately trained NT source."""
+    return (
+        _accuracy("Clean", "clean"),
+        _accuracy("PGD-L∞ (WB)", "pgd", norm="linf", eps=eps, attack_label=""),
+        _accuracy("FGSM (WB)", "fgsm", norm="linf", eps=eps, attack_label=""),
+        _accuracy("PGD-L∞ (BB)", "pgd", norm="linf", eps=eps, attack_label="pgd-transfer", source=black_box_source),
+        _accuracy("FGSM (BB)", "fgsm", norm="linf", eps=eps, attack_label="fgsm-transfer", source=black_box_source),
+    )
+
+
+def tablea3_columns(eps: float) -> tuple[Column, ...]:
+    """Table A3's columns: AutoAttack and B&B (L∞ at the data set's ε), Boundary (L2 2), each on 100 points,
+    in whole percentages as the paper prints them (one point is one percent)."""
+    return (
+        _accuracy("AutoAttack", "autoattack", norm="linf", eps=eps, digits=0),
+        _accuracy("Boundary", "boundary", norm="l2", eps=2.0, digits=0),
+        _accuracy("B&B", "brendel_bethge", norm="linf", eps=eps, digits=0),
+        # not in the paper's table: Table 1's PGD-L∞ and the gradient-free Square attack on the same 100 points
+        _accuracy("PGD-L∞ (same points)", "pgd", norm="linf", eps=eps, attack_label="table-a3", digits=0),
+        _accuracy("Square (same points)", "square", norm="linf", eps=eps, digits=0),
+    )
+
+
+TABLE1_COLUMNS = table1_columns(0.3, BLACK_BOX_SOURCE)
 # MNIST, RN18 rows: mean over three runs (the ± σ of the text is in the notes)
 TABLE1_PAPER = (
     (98.80, 0.0, 2.90, 11.25, 20.48),
@@ -115,16 +137,8 @@ TABLE2 = register_table(Table(
 ))
 
 
-# Table A3, MNIST rows: AutoAttack, Boundary and B&B, each on 100 random test points (the suite's
-# ``examples: 100``), in whole percentages as the paper prints them (one point is one percent)
-TABLEA3_COLUMNS = (
-    _accuracy("AutoAttack", "autoattack", norm="linf", eps=0.3, digits=0),
-    _accuracy("Boundary", "boundary", norm="l2", eps=2.0, digits=0),
-    _accuracy("B&B", "brendel_bethge", norm="linf", eps=0.3, digits=0),
-    # not in the paper's table: Table 1's PGD-L∞ and the gradient-free Square attack on the same 100 points
-    _accuracy("PGD-L∞ (same points)", "pgd", norm="linf", eps=0.3, attack_label="table-a3", digits=0),
-    _accuracy("Square (same points)", "square", norm="linf", eps=0.3, digits=0),
-)
+# Table A3, MNIST rows: each attack on 100 random test points (the suite's ``examples: 100``)
+TABLEA3_COLUMNS = tablea3_columns(0.3)
 TABLEA3_PAPER = tuple((*paper, None, None) for paper in ((0, 25, 3), (88, 63, 92), (2, 48, 17), (92, 78, 96)))
 
 TABLEA3 = register_table(Table(

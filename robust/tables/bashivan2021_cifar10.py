@@ -5,8 +5,9 @@ CIFAR10 rows) and Table A5 (the CIFAR10 columns). The rows, columns and helpers 
 (robust/tables/bashivan2021.py) where the data set does not change them.
 """
 
-from robust.tables import Column, Row, Table, register_table
-from robust.tables.bashivan2021 import DEFENSES, SOURCE, TABLE2_COLUMNS, TABLEA5_COLUMNS, _accuracy
+from robust.tables import Row, Table, register_table
+from robust.tables.bashivan2021 import (DEFENSES, SOURCE, TABLE2_COLUMNS, TABLEA5_COLUMNS, study_runs,
+                                        table1_columns, tablea3_columns)
 
 STUDY = "bashivan2021-cifar10"
 SEEDS = (0,)  # one initialisation per row (Table 1 gives μ ± σ over three for AFD only)
@@ -14,19 +15,11 @@ EPS = 8 / 255  # Table 1's caption: "ε = 0.3 and 8/255 for MNIST and CIFAR10/CI
 BLACK_BOX_SOURCE = f"{STUDY}-nt-source"
 
 
-def _runs(defense: str, seeds: tuple[int, ...] = SEEDS) -> tuple[str, ...]:
-    return tuple(f"{STUDY}-{defense}-s{seed}" for seed in seeds)
+def _runs(defense: str) -> tuple[str, ...]:
+    return study_runs(STUDY, defense, SEEDS)
 
 
-# White-box cells read the ε = 8/255 member of the study's sweeps (label ""); black-box cells read
-# the labelled transfer attacks, crafted on the separately trained NT source
-TABLE1_COLUMNS = (
-    _accuracy("Clean", "clean"),
-    _accuracy("PGD-L∞ (WB)", "pgd", norm="linf", eps=EPS, attack_label=""),
-    _accuracy("FGSM (WB)", "fgsm", norm="linf", eps=EPS, attack_label=""),
-    _accuracy("PGD-L∞ (BB)", "pgd", norm="linf", eps=EPS, attack_label="pgd-transfer", source=BLACK_BOX_SOURCE),
-    _accuracy("FGSM (BB)", "fgsm", norm="linf", eps=EPS, attack_label="fgsm-transfer", source=BLACK_BOX_SOURCE),
-)
+TABLE1_COLUMNS = table1_columns(EPS, BLACK_BOX_SOURCE)
 # CIFAR10, RN18 rows: NT, AT and TRADES as single numbers, AFD the mean of three runs (σ in the notes)
 TABLE1_PAPER = (
     (95.40, 0.12, 47.79, 12.00, 54.65),
@@ -91,14 +84,7 @@ TABLE2 = register_table(Table(
 
 # Table A3, CIFAR10 rows: AutoAttack, Boundary and B&B on 100 random test points, in whole percentages as the
 # paper prints them; the seed text keeps only the NT row's AutoAttack cell ("0.0")
-TABLEA3_COLUMNS = (
-    _accuracy("AutoAttack", "autoattack", norm="linf", eps=EPS, digits=0),
-    _accuracy("Boundary", "boundary", norm="l2", eps=2.0, digits=0),
-    _accuracy("B&B", "brendel_bethge", norm="linf", eps=EPS, digits=0),
-    # not in the paper's table: Table 1's PGD-L∞ and the gradient-free Square attack on the same 100 points
-    _accuracy("PGD-L∞ (same points)", "pgd", norm="linf", eps=EPS, attack_label="table-a3", digits=0),
-    _accuracy("Square (same points)", "square", norm="linf", eps=EPS, digits=0),
-)
+TABLEA3_COLUMNS = tablea3_columns(EPS)
 TABLEA3_PAPER = tuple((*paper, None, None) for paper in ((0.0, None, None), (34, 51, 36), (49, 58, 54), (25, 68, 41)))
 
 TABLEA3 = register_table(Table(
