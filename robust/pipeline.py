@@ -73,7 +73,10 @@ def prepare_dataset(params: Mapping, data_key: str, out_dir: Path) -> dict:
         if sizes[split] is not None:
             require_number(sizes[split], key, low=1, integer=True)
     config = {**config, **own}
-    return data.prepare(config["name"], out_dir, root=config.get("root"), seed=seed_of(params), **sizes)
+    try:
+        return data.prepare(config["name"], out_dir, root=config.get("root"), seed=seed_of(params), **sizes)
+    except ConfigError as error:  # the loaders name the main run's `data`; a study's dataset lives elsewhere
+        raise error.under("data", data_key) from error
 
 
 def load_model(path: Path, on: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -102,6 +105,7 @@ def defense_config(params: Mapping, key: str, default: Mapping | None = None) ->
 SCALE_KEYS = {"epochs", "batch_size", "lr", "milestones", "gamma", "lr_decay"}
 # a base may narrow its own network for one profile (a WRN-34-10 at the cpu profile) under profiles.<p>
 BASE_SCALE_KEYS = {"width"}
+OPTIMIZER_KEYS = {"optimizer", "momentum", "beta1", "rho"}
 ATTACK_SETTINGS = {"suite", "batch_size", "transfer", "sanity", "representation"}
 
 
@@ -122,15 +126,15 @@ def _train_config(params: Mapping, phase: str, key: str) -> TrainConfig:
     seed = own.get("seed", seed_of(params))
     require_number(seed, f"{key}.seed", low=0, integer=True)
     return TrainConfig.from_params(key=key, seed=int(seed), **{**scale, **overrides, **{
-        k: v for k, v in own.items() if k in {"optimizer", "l2", "epochs", "momentum", "beta1", "amp", "augment"}}})
+        k: v for k, v in own.items() if k in OPTIMIZER_KEYS | {"l2", "epochs", "amp", "augment"}}})
 
 
 def pretrain_base(params: Mapping, base_key: str, data_dir: Path, out_dir: Path, *, name: str,
                   cost_out: Path | None = None) -> pd.DataFrame:
     """Training of a base model from scratch: plain, or with the config's ``defense`` ("regular" training)."""
     config = require_mapping(lookup(params, base_key), base_key)
-    check_keys(config, base_key, {"arch", "optimizer", "l2", "momentum", "beta1", "amp", "augment", "defense",
-                                       "seed", "profiles", FIXED_KEY}, {"arch"})
+    check_keys(config, base_key, OPTIMIZER_KEYS | {"arch", "l2", "amp", "augment", "defense", "seed", "profiles",
+                                                   FIXED_KEY}, {"arch"})
     base_defense = defense_config(params, f"{base_key}.defense", default={"name": "none"})
     defense = build_defense(base_defense, key=f"{base_key}.defense")
     fixed = int(require_number(config.get(FIXED_KEY, 0), f"{base_key}.{FIXED_KEY}", low=0, high=2, integer=True))
@@ -166,7 +170,7 @@ def finetune_run(params: Mapping, defense_key: str, finetune_key: str, base_dir:
     run_defense = defense_config(params, defense_key)
     defense = build_defense(run_defense, key=defense_key)
     check_keys(require_mapping(lookup(params, finetune_key), finetune_key), finetune_key,
-               {"optimizer", "momentum", "beta1", "epochs", "amp", "augment", "profiles"})
+               OPTIMIZER_KEYS | {"epochs", "amp", "augment", "profiles"})
     train_config = _train_config(params, "finetune", finetune_key)
     seed_everything(train_config.seed)
     model, model_config = load_model(base_dir / "model.pt", device(params))

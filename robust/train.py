@@ -60,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     momentum: float | None = None  # sgd / rmsprop momentum (torch default 0 when None)
     beta1: float | None = None  # adam's first-moment decay (torch default 0.9 when None; the critic uses 0.5)
+    rho: float | None = None  # rmsprop's squared-gradient decay (torch's alpha, default 0.99; TensorFlow's 0.9)
     augment: Augment | None = None  # random crops and flips of the training images (robust.augment)
     amp: bool = False  # bf16 autocast around the defense's step, where the defense allows it (module docstring)
     key: str = "train"  # the params key the values came from, named in errors found at training time
@@ -84,6 +85,7 @@ class TrainConfig:
             float(require_number(values["momentum"], f"{key}.momentum", low=0, high=1)),
             beta1=None if values.get("beta1") is None else
             float(require_number(values["beta1"], f"{key}.beta1", low=0, high=1)),
+            rho=None if values.get("rho") is None else float(require_number(values["rho"], f"{key}.rho", low=0, high=1)),
             augment=Augment.from_params(values.get("augment"), f"{key}.augment"),
             amp=values.get("amp", False),
             key=key,
@@ -96,6 +98,8 @@ class TrainConfig:
             raise ConfigError(f"{key}.momentum", "applies to sgd and rmsprop; adam's is beta1")
         if config.beta1 is not None and config.optimizer != "adam":
             raise ConfigError(f"{key}.beta1", f"applies to adam only, not {config.optimizer!r}")
+        if config.rho is not None and config.optimizer != "rmsprop":
+            raise ConfigError(f"{key}.rho", f"applies to rmsprop only, not {config.optimizer!r}")
         if config.lr_decay is not None and config.milestones:
             raise ConfigError(f"{key}.lr_decay", "decays after every epoch: give it or milestones, not both")
         return config
@@ -111,6 +115,8 @@ class TrainConfig:
             extra["momentum"] = self.momentum
         if self.beta1 is not None:
             extra["betas"] = (self.beta1, 0.999)
+        if self.rho is not None:
+            extra["alpha"] = self.rho
         return OPTIMIZERS[self.optimizer](parameters, lr=self.lr, **extra)
 
 

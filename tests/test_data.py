@@ -419,6 +419,15 @@ def test_torchvision_unavailable_is_one_config_error(tmp_path, monkeypatch, name
     assert not (tmp_path / "out").exists()
 
 
+def test_a_study_dataset_that_cannot_be_found_names_its_own_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", _Unavailable)
+    params = _study_params("cpu")
+    params["cifar100"] = {"name": "cifar100", "root": str(tmp_path / "raw")}
+    with pytest.raises(ConfigError, match="cifar-100-python") as err:
+        prepare_dataset(params, "cifar100", tmp_path / "out")
+    assert err.value.key == "cifar100.root" and "'cifar100.root'" in str(err.value)
+
+
 def _fake(data_by_split, label_attr, classes=None, offline=True):
     class Fake:
         downloads: list[bool] = []

@@ -41,3 +41,16 @@ def test_the_jakubovitz_net_exposes_its_head_without_renaming_checkpoint_keys():
     assert model.head is model.fc2
     layers = [f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2") for kind in ("bias", "weight")]
     assert sorted(model.state_dict()) == layers + ["normalize.mean", "normalize.std"]
+
+
+def test_the_jakubovitz_cifar_net_is_four_conv_conv_pool_dropout_sets_then_two_dense_layers():
+    model = build_model("jakubovitz-cifar", in_shape=(3, 32, 32), num_classes=10, width=1.0)
+    kinds = [type(layer).__name__ for layer in model.features]
+    assert kinds == ["Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d", "Dropout"] * 4
+    assert {layer.p for layer in model.features if isinstance(layer, torch.nn.Dropout)} == {0.25}  # keep 0.75
+    convs = [layer for layer in model.features if isinstance(layer, torch.nn.Conv2d)]
+    assert [conv.out_channels for conv in convs] == [32, 32, 64, 64, 128, 128, 256, 256]
+    # four 2× pools leave 2×2 of a 32×32 image; the chosen 512-unit hidden layer, then the classifier
+    assert (model.fc1.in_features, model.fc1.out_features, model.fc2.out_features) == (256 * 2 * 2, 512, 10)
+    assert model.head is model.fc2 and all(w is not model.fc2.weight for w in model.l2_weights())
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)

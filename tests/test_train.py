@@ -183,7 +183,7 @@ def test_lr_decay_multiplies_the_learning_rate_after_every_epoch():
             TrainConfig.from_params(key="k", seed=0, epochs=3, batch_size=32, lr=3e-3, **values)
 
 
-def test_momentum_and_beta1_reach_the_optimizer_and_are_checked():
+def test_momentum_beta1_and_rho_reach_the_optimizer_and_are_checked():
     sgd = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="sgd", momentum=0.9)
     adam = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=5e-4, optimizer="adam", beta1=0.5)
     params = [torch.nn.Parameter(torch.zeros(2))]
@@ -195,6 +195,12 @@ def test_momentum_and_beta1_reach_the_optimizer_and_are_checked():
         TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="adam", momentum=0.9)
     with pytest.raises(ConfigError, match=r"'k\.beta1'"):
         TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="sgd", beta1=0.5)
+    rmsprop = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=1e-4, optimizer="rmsprop", rho=0.9)
+    assert rmsprop.build_optimizer(params).param_groups[0]["alpha"] == 0.9
+    assert TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=1e-4, optimizer="rmsprop").build_optimizer(
+        params).param_groups[0]["alpha"] == 0.99  # torch's default when not set
+    with pytest.raises(ConfigError, match=r"'k\.rho'"):
+        TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="adam", rho=0.9)
 
 
 # ---- bf16 autocast (amp) ---------------------------------------------------------------

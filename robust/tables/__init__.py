@@ -196,6 +196,7 @@ def render_index(results: pd.DataFrame) -> str:
 
 
 from robust.tables import jakubovitz2018  # noqa: E402,F401  (registers its tables)
+from robust.tables import jakubovitz2018_cifar  # noqa: E402,F401
 from robust.tables import matyasko2018  # noqa: E402,F401
 from robust.tables import chan2020  # noqa: E402,F401
 from robust.tables import roth2018  # noqa: E402,F401
