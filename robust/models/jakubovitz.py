@@ -26,7 +26,20 @@ from robust.models import ARCHS
 from robust.models.layers import Normalize, scaled
 
 
-class JakubovitzMnistNet(nn.Module):
+class _EmbeddingThenHead(nn.Module):
+    """A net whose last layer ``fc2`` reads ``embed(x)``: the split representation defenses (AFD) and the
+    hidden-layer Jacobian penalty use."""
+
+    @property
+    def head(self) -> nn.Linear:
+        # a property, not a second registration of fc2: checkpoints keep their keys
+        return self.fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.embed(x))
+
+
+class JakubovitzMnistNet(_EmbeddingThenHead):
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, width: float = 1.0):
         super().__init__()
         channels, height, width_px = in_shape
@@ -49,14 +62,6 @@ class JakubovitzMnistNet(nn.Module):
         x = self.pool(torch.relu(self.conv2(x)))
         return self.dropout(torch.relu(self.fc1(x.flatten(1))))
 
-    @property
-    def head(self) -> nn.Linear:
-        # a property, not a second registration of fc2: checkpoints keep their keys
-        return self.fc2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.embed(x))
-
     def l2_weights(self) -> list[torch.Tensor]:
         """Weights the official code puts under its 1e-3·l2_loss penalty (all but the last layer)."""
         return [self.conv1.weight, self.conv2.weight, self.fc1.weight]
@@ -72,7 +77,7 @@ CIFAR_HIDDEN = 512
 CIFAR_DROP = 0.25  # keep probability 0.75
 
 
-class JakubovitzCifarNet(nn.Module):
+class JakubovitzCifarNet(_EmbeddingThenHead):
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, width: float = 1.0):
         super().__init__()
         channels, height, width_px = in_shape
@@ -95,13 +100,6 @@ class JakubovitzCifarNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.fc1(self.features(x).flatten(1)))
-
-    @property
-    def head(self) -> nn.Linear:
-        return self.fc2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.embed(x))
 
     def l2_weights(self) -> list[torch.Tensor]:
         """Every convolution and dense weight but the classifier's, as the MNIST net's (the text names no decay)."""
