@@ -85,7 +85,8 @@ class TrainConfig:
             float(require_number(values["momentum"], f"{key}.momentum", low=0, high=1)),
             beta1=None if values.get("beta1") is None else
             float(require_number(values["beta1"], f"{key}.beta1", low=0, high=1)),
-            rho=None if values.get("rho") is None else float(require_number(values["rho"], f"{key}.rho", low=0, high=1)),
+            rho=None if values.get("rho") is None else
+            float(require_number(values["rho"], f"{key}.rho", low=0, high=1)),
             augment=Augment.from_params(values.get("augment"), f"{key}.augment"),
             amp=values.get("amp", False),
             key=key,

@@ -197,8 +197,8 @@ def test_momentum_beta1_and_rho_reach_the_optimizer_and_are_checked():
         TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="sgd", beta1=0.5)
     rmsprop = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=1e-4, optimizer="rmsprop", rho=0.9)
     assert rmsprop.build_optimizer(params).param_groups[0]["alpha"] == 0.9
-    assert TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=1e-4, optimizer="rmsprop").build_optimizer(
-        params).param_groups[0]["alpha"] == 0.99  # torch's default when not set
+    default = TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=1e-4, optimizer="rmsprop")
+    assert default.build_optimizer(params).param_groups[0]["alpha"] == 0.99  # torch's default when not set
     with pytest.raises(ConfigError, match=r"'k\.rho'"):
         TrainConfig.from_params(key="k", seed=0, epochs=1, batch_size=8, lr=0.1, optimizer="adam", rho=0.9)
 
