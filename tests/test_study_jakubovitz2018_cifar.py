@@ -2,6 +2,7 @@
 defenses of each row, their attack configs at every profile, their figures, and Tables 4, 14 and 10 rendered
 from synthetic rows."""
 
+import functools
 import math
 from pathlib import Path
 
@@ -29,15 +30,21 @@ STUDIES = {
 }
 
 
+@functools.cache
 def _study(study: str) -> dict:
     return yaml.safe_load((REPO / f"studies/{study}.yaml").read_text())
 
 
-@pytest.mark.parametrize("study", STUDIES)
-def test_the_study_index_resolves_with_exactly_its_runs(study):
-    dataset, table, rows, _, _ = STUDIES[study]
+@pytest.fixture(scope="module")
+def index() -> dict:
     index, files = load_index(REPO)
     check_index(index, files)
+    return index
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_study_index_resolves_with_exactly_its_runs(study, index):
+    dataset, table, rows, _, _ = STUDIES[study]
     runs = {name: fields for name, fields in index["runs"].items() if fields["_file"] == f"studies/{study}.yaml"}
     expected = {f"{study}-{table}-{row}" for row in rows}
     if study == CIFAR10:

@@ -11,8 +11,8 @@ CIFAR10 = "jakubovitz2018-cifar10"
 CIFAR100 = "jakubovitz2018-cifar100"
 CHOICES = (
     "Not in the text, chosen (the study file says each): the net's filter sizes and widths, the base's and the "
-    "post-processing schedules, the augmentation, the input-gradient and cross-Lipschitz λ and the AT shares "
-    "(the MNIST study's)."
+    "post-processing schedules, the augmentation, the regularizers' λ other than the Jacobian penalty's and the "
+    "AT shares (the MNIST study's)."
 )
 RHO_NOTE = "ρ_adv averages ‖δ‖₂/‖x‖₂ over all evaluated points; misclassified points contribute 0."
 
