@@ -112,6 +112,40 @@ def test_adversarial_mixing_replaces_exactly_the_first_examples(name, fraction, 
     torch.testing.assert_close(x_mixed[:n_adv], expected)
 
 
+PGD = {"name": "pgd", "eps": 0.3, "steps": 4, "step_size": 0.1, "random_start": False}
+
+
+@pytest.mark.parametrize("name", MIXABLE)
+def test_eps_warmup_ramps_eps_and_step_size_linearly_then_holds(name, monkeypatch):
+    # every mixable defense, also those that override start_epoch (JARN, the critic)
+    defense = build(name, adversarial=adv(PGD, fraction=0.5, warmup_epochs=3))
+    seen = []
+    monkeypatch.setattr(base, "run_attack", lambda attack, model, x, y, generator, **settings: (
+        seen.append((settings["eps"], settings["step_size"], settings["steps"])) or x))
+    model, (x, y) = tiny_cnn().train(), batch()
+    logs = []
+    for epoch in range(5):
+        defense.start_epoch(epoch, 5, lr_factor=1.0)
+        logs.append(defense.training_step(model, x, y)[1])
+    # epoch 0 trains on clean examples: no attack runs
+    torch.testing.assert_close([log["adv_eps"] for log in logs], [0.0, 0.1, 0.2, 0.3, 0.3])
+    assert [log["adv_fraction"] for log in logs] == [0.0, 0.5, 0.5, 0.5, 0.5]
+    expected = [0.1, 0.2, 0.3, 0.3]
+    torch.testing.assert_close([eps for eps, _, _ in seen], expected)
+    torch.testing.assert_close([step for _, step, _ in seen], [e / 3 for e in expected])
+    assert [steps for _, _, steps in seen] == [4] * 4
+
+
+def test_without_warmup_the_attack_runs_at_full_eps_from_the_first_epoch_and_logs_no_eps(monkeypatch):
+    defense = build("at", adversarial=adv(PGD, fraction=0.5))
+    seen = []
+    monkeypatch.setattr(base, "run_attack", lambda attack, model, x, y, generator, **settings: (
+        seen.append(settings["eps"]) or x))
+    defense.start_epoch(0, 5, lr_factor=1.0)
+    _, logs = defense.training_step(tiny_cnn().train(), *batch())
+    assert seen == [0.3] and "adv_eps" not in logs
+
+
 def test_attack_sees_eval_mode_and_frozen_params_and_everything_is_restored_on_error(monkeypatch):
     model, (x, y) = tiny_cnn().train(), batch()
     model[0].eval()  # a deliberately mixed state must survive too
@@ -254,6 +288,10 @@ def test_adversarial_params_are_parsed():
         ({"name": "none", "adversarial": adv({"name": "fsgm"})}, "defense.adversarial.attack.name"),
         ({"name": "none", "adversarial": adv({"name": "fgsm"})}, "defense.adversarial.attack.eps"),
         ({"name": "none", "adversarial": adv({**FGSM, "st": 1})}, "defense.adversarial.attack.st"),
+        ({"name": "at", "adversarial": adv(warmup_epochs=0)}, "defense.adversarial.warmup_epochs"),
+        ({"name": "at", "adversarial": adv(warmup_epochs=2.5)}, "defense.adversarial.warmup_epochs"),
+        ({"name": "at", "adversarial": adv({"name": "deepfool", "steps": 5}, warmup_epochs=2)},
+         "defense.adversarial.warmup_epochs"),
     ],
 )
 def test_build_defense_errors_name_the_params_key(params, key):

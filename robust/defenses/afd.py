@@ -204,6 +204,7 @@ class AdversarialFeatureDesensitization(Defense):
                 group["lr"] = self.lr_embed * self.lr_factor
 
     def start_epoch(self, epoch: int, epochs: int, *, lr_factor: float) -> None:
+        super().start_epoch(epoch, epochs, lr_factor=lr_factor)
         self.lr_factor = float(lr_factor)
         self._apply_lr()
 

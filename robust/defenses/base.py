@@ -21,6 +21,15 @@ adversarial versions, so the batch size stays B; the loader shuffles, so which e
 random. The attack runs on the current model in eval mode (dropout off, BatchNorm running
 statistics) with parameter gradients off; both are restored afterwards, even on errors.
 
+ε warm-up (optional ``adversarial.warmup_epochs: W``): the attack's ``eps`` and ``step_size``
+are scaled by min(1, e/W) in epoch e (0-based): the first epoch trains on clean examples only
+(no attack runs), then ε rises linearly and reaches its value in epoch W; the step rule (step ∝ ε)
+is kept. Not in Jakubovitz & Giryes or Madry et al., who attack at the full ε from the first step;
+short schedules need it: PGD training at MNIST's ε = 0.3 (and even at 0.1) from the first step
+leaves a freshly initialised net near chance for hundreds of steps (a linear ε ramp from 0 as in
+Gowal et al. 2018, arXiv 1810.12715, and later short-schedule adversarial training). Off unless
+stated.
+
 Mixed precision (``supports_amp``): with the training phase's ``amp: true`` the trainer runs
 ``training_step`` under bf16 autocast (``robust.train``). A defense allows it only when its
 step is first-order: plain forward and backward passes, and attacks that differentiate with
@@ -75,12 +84,13 @@ class AdversarialMix:
     fraction: float
     attack: str
     settings: Mapping[str, Any]
+    warmup_epochs: int | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], key: str = f"{KEY}.adversarial") -> AdversarialMix:
         if not isinstance(params, Mapping):
             raise ConfigError(key, f"must be a mapping with keys fraction and attack, got {params!r}")
-        _check_keys(params, {"fraction", "attack"}, key)
+        _check_keys(params, {"fraction", "attack", "warmup_epochs"}, key, required={"fraction", "attack"})
         fraction = params["fraction"]
         if not is_number(fraction) or not 0 < fraction <= 1:
             raise ConfigError(f"{key}.fraction", f"must be a number in (0, 1], got {fraction!r}")
@@ -90,7 +100,21 @@ class AdversarialMix:
         # checked now rather than at the first training step; values are checked by the attack itself
         settings = {k: v for k, v in attack.items() if k != "name"}
         check_settings(attack["name"], settings, key=f"{key}.attack")
-        return cls(float(fraction), attack["name"], types.MappingProxyType(settings))
+        warmup = params.get("warmup_epochs")
+        if warmup is not None:
+            if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 1:
+                raise ConfigError(f"{key}.warmup_epochs", f"must be a positive integer or null, got {warmup!r}")
+            if "eps" not in settings:
+                raise ConfigError(f"{key}.warmup_epochs", f"ramps the attack's eps, which {attack['name']!r} is not given")
+        return cls(float(fraction), attack["name"], types.MappingProxyType(settings), warmup)
+
+    def settings_for_epoch(self, epoch: int) -> Mapping[str, Any]:
+        """The attack's settings in epoch ``epoch`` (0-based): ``eps`` and ``step_size`` scaled by the warm-up."""
+        if self.warmup_epochs is None or epoch >= self.warmup_epochs:
+            return self.settings
+        scale = epoch / self.warmup_epochs
+        scaled = {k: v * scale if k in ("eps", "step_size") else v for k, v in self.settings.items()}
+        return types.MappingProxyType(scaled)
 
 
 def _check_keys(params: Mapping[str, Any], allowed: set[str], key: str, required: set[str] | None = None) -> None:
@@ -132,6 +156,8 @@ class Defense:
 
     def __init__(self, *, adversarial: dict | None = None):
         self.adversarial = None if adversarial is None else AdversarialMix.from_params(adversarial)
+        # the mixed attack's settings in the current epoch (they change only under an ε warm-up)
+        self.adversarial_settings = None if self.adversarial is None else self.adversarial.settings
         # set by the trainer before training; every random draw of the defense uses it
         self.generator: torch.Generator | None = None
 
@@ -143,16 +169,18 @@ class Defense:
         loss, logs = self.loss(model, x, y)
         if self.adversarial is not None:
             logs["adv_fraction"] = n_adv / len(x)
+            if self.adversarial.warmup_epochs is not None:
+                logs["adv_eps"] = float(self.adversarial_settings["eps"])
         return loss, logs
 
     def mix_adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The batch with its first round(fraction·B) examples replaced by adversarial ones."""
         n_adv = 0 if self.adversarial is None else round(self.adversarial.fraction * len(x))
-        if n_adv == 0:
+        if n_adv == 0 or self.adversarial_settings["eps"] == 0:  # the first epoch of an ε warm-up: clean
             return x, 0
-        mix = self.adversarial
         with attack_mode(model):
-            x_adv = run_attack(mix.attack, model, x[:n_adv], y[:n_adv], generator=self.generator, **mix.settings)
+            x_adv = run_attack(self.adversarial.attack, model, x[:n_adv], y[:n_adv], generator=self.generator,
+                               **self.adversarial_settings)
         return torch.cat([x_adv, x[n_adv:]]), n_adv
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -164,7 +192,10 @@ class Defense:
         ``lr_factor`` is the model's current learning rate over its initial one (the profile's
         milestones); defenses with their own optimizers scale theirs by it, and defenses that
         switch on late in training (JARN's last 25%) read the progress from ``epoch / epochs``.
+        Subclasses that override it call it too: it sets the mixed attack's ε for the epoch.
         """
+        if self.adversarial is not None:
+            self.adversarial_settings = self.adversarial.settings_for_epoch(epoch)
 
     def reduce_gradients(self, params: Iterable[torch.Tensor]) -> None:
         """Average the ``.grad`` of the defense's own ``params`` over the processes of a distributed run.

@@ -171,6 +171,7 @@ class AdversaryCriticDefense(Defense):
     # ---- trainer hooks ----------------------------------------------------------------
 
     def start_epoch(self, epoch: int, epochs: int, *, lr_factor: float) -> None:
+        super().start_epoch(epoch, epochs, lr_factor=lr_factor)
         self.epoch, self.lr_factor = epoch, lr_factor
         if self.critic_optimizer is not None:
             self._set_lr()

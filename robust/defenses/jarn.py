@@ -159,6 +159,7 @@ class Jarn(Defense):
     # ---- schedule and state ---------------------------------------------------------------
 
     def start_epoch(self, epoch: int, epochs: int, *, lr_factor: float) -> None:
+        super().start_epoch(epoch, epochs, lr_factor=lr_factor)
         # the first epoch of the last (1 − start_fraction) of training; the last epoch at least
         first = min(math.ceil(self.start_fraction * epochs - 1e-9), epochs - 1)
         self.active = epoch >= first
