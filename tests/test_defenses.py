@@ -136,6 +136,15 @@ def test_eps_warmup_ramps_eps_and_step_size_linearly_then_holds(name, monkeypatc
     assert [steps for _, _, steps in seen] == [4] * 4
 
 
+def test_mixing_an_attack_without_eps_still_runs(monkeypatch):
+    # DeepFool (Jakubovitz & Giryes' adversarial training) has no eps for a warm-up to scale
+    defense = build("at", adversarial=adv({"name": "deepfool", "steps": 5}, fraction=0.5))
+    defense.start_epoch(0, 5, lr_factor=1.0)
+    x, y = batch()
+    loss, logs = defense.training_step(tiny_cnn().train(), x, y)
+    assert torch.isfinite(loss) and logs["adv_fraction"] == 0.5
+
+
 def test_without_warmup_the_attack_runs_at_full_eps_from_the_first_epoch_and_logs_no_eps(monkeypatch):
     defense = build("at", adversarial=adv(PGD, fraction=0.5))
     seen = []

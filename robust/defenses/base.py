@@ -61,6 +61,7 @@ from torch import nn
 from robust.attacks import check_settings, run_attack
 from robust.attacks.base import parameters_frozen
 from robust.errors import ConfigError
+from robust.params import require_number
 from robust.registry import Registry
 
 KEY = "defense"  # params prefix named in error messages
@@ -102,19 +103,19 @@ class AdversarialMix:
         check_settings(attack["name"], settings, key=f"{key}.attack")
         warmup = params.get("warmup_epochs")
         if warmup is not None:
-            if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 1:
-                raise ConfigError(f"{key}.warmup_epochs", f"must be a positive integer or null, got {warmup!r}")
+            require_number(warmup, f"{key}.warmup_epochs", low=1, integer=True)
             if "eps" not in settings:
                 raise ConfigError(f"{key}.warmup_epochs", f"ramps the attack's eps, which {attack['name']!r} is not given")
         return cls(float(fraction), attack["name"], types.MappingProxyType(settings), warmup)
 
-    def settings_for_epoch(self, epoch: int) -> Mapping[str, Any]:
-        """The attack's settings in epoch ``epoch`` (0-based): ``eps`` and ``step_size`` scaled by the warm-up."""
-        if self.warmup_epochs is None or epoch >= self.warmup_epochs:
+    def eps_scale(self, epoch: int) -> float:
+        """The warm-up's factor on ``eps`` and ``step_size`` in epoch ``epoch`` (0-based); 0 = a clean epoch."""
+        return 1.0 if self.warmup_epochs is None else min(1.0, epoch / self.warmup_epochs)
+
+    def scaled_settings(self, scale: float) -> Mapping[str, Any]:
+        if scale == 1.0:
             return self.settings
-        scale = epoch / self.warmup_epochs
-        scaled = {k: v * scale if k in ("eps", "step_size") else v for k, v in self.settings.items()}
-        return types.MappingProxyType(scaled)
+        return {k: v * scale if k in ("eps", "step_size") else v for k, v in self.settings.items()}
 
 
 def _check_keys(params: Mapping[str, Any], allowed: set[str], key: str, required: set[str] | None = None) -> None:
@@ -156,8 +157,8 @@ class Defense:
 
     def __init__(self, *, adversarial: dict | None = None):
         self.adversarial = None if adversarial is None else AdversarialMix.from_params(adversarial)
-        # the mixed attack's settings in the current epoch (they change only under an ε warm-up)
-        self.adversarial_settings = None if self.adversarial is None else self.adversarial.settings
+        # the ε warm-up's factor in the current epoch (set by start_epoch; 1 without a warm-up)
+        self.adversarial_scale = 1.0
         # set by the trainer before training; every random draw of the defense uses it
         self.generator: torch.Generator | None = None
 
@@ -170,17 +171,18 @@ class Defense:
         if self.adversarial is not None:
             logs["adv_fraction"] = n_adv / len(x)
             if self.adversarial.warmup_epochs is not None:
-                logs["adv_eps"] = float(self.adversarial_settings["eps"])
+                logs["adv_eps"] = float(self.adversarial.settings["eps"] * self.adversarial_scale)
         return loss, logs
 
     def mix_adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The batch with its first round(fraction·B) examples replaced by adversarial ones."""
         n_adv = 0 if self.adversarial is None else round(self.adversarial.fraction * len(x))
-        if n_adv == 0 or self.adversarial_settings["eps"] == 0:  # the first epoch of an ε warm-up: clean
+        if n_adv == 0 or self.adversarial_scale == 0:  # the first epoch of an ε warm-up is clean
             return x, 0
+        mix = self.adversarial
         with attack_mode(model):
-            x_adv = run_attack(self.adversarial.attack, model, x[:n_adv], y[:n_adv], generator=self.generator,
-                               **self.adversarial_settings)
+            x_adv = run_attack(mix.attack, model, x[:n_adv], y[:n_adv], generator=self.generator,
+                               **mix.scaled_settings(self.adversarial_scale))
         return torch.cat([x_adv, x[n_adv:]]), n_adv
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -195,7 +197,7 @@ class Defense:
         Subclasses that override it call it too: it sets the mixed attack's ε for the epoch.
         """
         if self.adversarial is not None:
-            self.adversarial_settings = self.adversarial.settings_for_epoch(epoch)
+            self.adversarial_scale = self.adversarial.eps_scale(epoch)
 
     def reduce_gradients(self, params: Iterable[torch.Tensor]) -> None:
         """Average the ``.grad`` of the defense's own ``params`` over the processes of a distributed run.
