@@ -17,7 +17,18 @@ def test_variants_follow_the_input(inputs, eps, discriminator, every):
     for entry in ("jarn-d10", "jarn-at1"):
         jarn = bench.defense_params(entry, inputs)
         assert (jarn["discriminator"], jarn["disc_every"], jarn["start_fraction"]) == (discriminator, every, 0.0)
-    assert bench.defense_params("jarn-at1", inputs)["adversarial"]["attack"]["eps"] == eps
+    # JARN-AT1 is JARN on FGSM-AT1's batch: every example replaced, as the CIFAR-10 study trains it
+    fgsm = bench.defense_params("fgsm-at1", inputs)["adversarial"]
+    assert bench.defense_params("jarn-at1", inputs)["adversarial"] == fgsm
+    assert (fgsm["fraction"], fgsm["attack"]["name"], fgsm["attack"]["eps"]) == (1.0, "fgsm", eps)
+
+
+def test_table4_average_weighs_jarn_by_its_share_of_training():
+    seconds = {"none": 1.0, "jarn-d10": 5.0, "fgsm-at1": 2.0, "jarn-at1": 6.0, "pgd-at7": 8.0}
+    assert bench.schedule_averages(seconds) == {"jarn-d10": pytest.approx(0.75 * 1.0 + 0.25 * 5.0),
+                                                "jarn-at1": pytest.approx(0.75 * 2.0 + 0.25 * 6.0)}
+    # an average needs what trains before JARN, measured in the same run
+    assert bench.schedule_averages({"none": 1.0, "jarn-at1": 6.0}) == {}
 
 
 def test_cifar_shaped_jarn_and_pgd_at7_train():

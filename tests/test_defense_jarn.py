@@ -85,6 +85,26 @@ def test_adversarial_term_reaches_every_classifier_parameter_through_the_input_g
         torch.testing.assert_close(c - a, 2 * adv, rtol=1e-7, atol=1e-12)
 
 
+def test_classifier_gradient_is_that_of_ce_plus_lambda_adv_recomputed_from_scratch():
+    # the loss carries L_adv through a surrogate (one backward pass through the discriminator):
+    # its gradient must be that of L_adv itself, built here from the step's adaptor and discriminator
+    x, y = task(8, 5, torch.float64)
+    model, defense = cnn(torch.float64), jarn(noise_eps=0.0, disc_every=100, **{"lambda": 0.7})
+    defense.training_step(model, x, y)  # builds the networks; the discriminator's one update
+    adaptor, discriminator = (copy.deepcopy(defense.nets[name]) for name in ("adaptor", "discriminator"))
+    loss, _ = defense.training_step(model, x, y)
+    got = torch.autograd.grad(loss, list(model.parameters()))
+
+    inputs = x.clone().requires_grad_(True)
+    logits = model(inputs)
+    fake = torch.tanh(adaptor(normalize_per_example(input_jacobian(logits, inputs, y, "ce"))))
+    target = torch.cat([torch.zeros(8), torch.ones(8)]).double()
+    d_xent = F.binary_cross_entropy_with_logits(discriminator(torch.cat([fake, x])), target)
+    want = torch.autograd.grad(F.cross_entropy(logits, y) - 0.7 * d_xent, list(model.parameters()))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
 def test_steps_leave_no_gradient_on_model_adaptor_or_discriminator():
     model, (x, y) = cnn(batch_norm=True), task(16, 3)
     defense = jarn(disc_every=1)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robust.models import build_model
-from robust.models.jarn import same_padding
+from robust.models.jarn import SameConv2d, same_padding
 from robust.models.wrn import PerImageStandardize
 
 
@@ -68,6 +68,20 @@ def test_same_padding_gives_tensorflow_output_sizes(size, kernel, stride, expect
     assert same_padding(size, kernel, stride) == expected
     before, after = expected
     assert (size + before + after - kernel) // stride + 1 == -(-size // stride)
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride"), [(14, 4, 2), (28, 5, 5), (7, 4, 2), (2, 5, 5)])
+def test_same_conv_equals_a_convolution_of_the_explicitly_padded_input(size, kernel, stride):
+    # symmetric padding takes the convolution's own, asymmetric pads first: the same output and gradients
+    conv = SameConv2d(3, 4, kernel, stride=stride).double()
+    x = torch.rand(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    (top, bottom), (left, right) = same_padding(size, kernel, stride), same_padding(size, kernel, stride)
+    want = nn.functional.conv2d(nn.functional.pad(x, (left, right, top, bottom)), conv.weight, conv.bias, stride)
+    got = conv(x)
+    torch.testing.assert_close(got, want)
+    grads = [torch.autograd.grad(out.square().sum(), (x, conv.weight)) for out in (got, want)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize(("arch", "side"), [("jarn-mnist", 1), ("jarn-mnist-stride2", 4)])

@@ -245,10 +245,14 @@ class Jarn(Defense):
             self._discriminator_step(nets, adapted.detach(), real)
         d_xent, d_acc = self._discriminator_loss(nets["discriminator"], adapted, real, frozen=True)
         adv = -d_xent
-        self._step(nets["adaptor_optimizer"], [adaptor.weight, adaptor.bias],
-                   torch.autograd.grad(adv, (weight, bias), retain_graph=True), [adaptor.weight])
+        # one backward pass through the discriminator serves the adaptor's step and the classifier:
+        # the classifier's loss carries ∂L_adv/∂adapted through a surrogate with L_adv's value and
+        # gradient, so the trainer's backward pass does not go through the discriminator again
+        *adaptor_grads, adapted_grad = torch.autograd.grad(adv, (weight, bias, adapted), retain_graph=True)
+        self._step(nets["adaptor_optimizer"], [adaptor.weight, adaptor.bias], adaptor_grads, [adaptor.weight])
         self.steps += 1
-        loss = ce + self.lam * adv
+        adv_surrogate = adv.detach() + (adapted * adapted_grad).sum() - (adapted.detach() * adapted_grad).sum()
+        loss = ce + self.lam * adv_surrogate
         return loss, {"ce": ce.item(), "adv": adv.item(), "disc_loss": d_xent.item(), "disc_acc": d_acc,
                       "jacobian_norm": grad.detach().flatten(1).norm(dim=1).mean().item(), "jarn_active": 1.0,
                       "loss": loss.item()}
@@ -260,7 +264,7 @@ class Jarn(Defense):
         inputs = torch.cat([fake, real])
         target = torch.cat([torch.zeros(len(fake)), torch.ones(len(real))]).to(inputs)
         if frozen:
-            # detached parameters: the classifier's backward pass must leave no gradient on them
+            # detached parameters: only the input's gradient is wanted, and no gradient is left on them
             params = {name: p.detach() for name, p in discriminator.named_parameters()}
             out = torch.func.functional_call(discriminator, params, (inputs,))
         else:
