@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets
+import yaml
 from PIL import Image
 
 from robust import data
@@ -419,13 +420,16 @@ def test_torchvision_unavailable_is_one_config_error(tmp_path, monkeypatch, name
     assert not (tmp_path / "out").exists()
 
 
-def test_a_study_dataset_that_cannot_be_found_names_its_own_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(torchvision.datasets, "CIFAR100", _Unavailable)
+@pytest.mark.parametrize(("key", "cls_name", "expected"),
+                         [("cifar100", "CIFAR100", "cifar-100-python"), ("svhn", "SVHN", "train_32x32.mat")])
+def test_a_study_dataset_that_cannot_be_found_names_its_own_root(tmp_path, monkeypatch, key, cls_name, expected):
+    monkeypatch.setattr(torchvision.datasets, cls_name, _Unavailable)
     params = _study_params("cpu")
-    params["cifar100"] = {"name": "cifar100", "root": str(tmp_path / "raw")}
-    with pytest.raises(ConfigError, match="cifar-100-python") as err:
-        prepare_dataset(params, "cifar100", tmp_path / "out")
-    assert err.value.key == "cifar100.root" and "'cifar100.root'" in str(err.value)
+    # params.yaml's own entry, at the cpu profile
+    params[key] = {**yaml.safe_load((REPO / "params.yaml").read_text())[key], "root": str(tmp_path / "raw")}
+    with pytest.raises(ConfigError, match=expected) as err:
+        prepare_dataset(params, key, tmp_path / "out")
+    assert err.value.key == f"{key}.root" and f"'{key}.root'" in str(err.value)
 
 
 def _fake(data_by_split, label_attr, classes=None, offline=True):

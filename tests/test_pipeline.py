@@ -72,6 +72,8 @@ KEPT_RUNS = {
     # its WRN-34 at smoke costs a minute of training and two of attacks on one thread, for wiring that
     # roth2018-cifar10 already covers (its settings: tests/test_study_chan2020.py)
     "chan2020-cifar10": set(),
+    # its WRN-34 at smoke, as chan2020-cifar10's; a study on its own dataset is roth2018-cifar10's wiring
+    "chan2020-svhn": set(),
     "bashivan2021": set(),
     # its AFD and TRADES at smoke attack every batch; the CIFAR wiring is roth2018-cifar10's
     "bashivan2021-cifar10": set(),

@@ -381,3 +381,83 @@ def test_the_fig5_sweeps_become_plot_data_with_a_field_per_column():
         for field in ("clean", "pgd20"):
             assert f"metrics/sweeps/{table.id}.csv: {field}" in dvc, (table.id, field)
 
+
+
+# ---- SVHN (§4.2): Table 2 -------------------------------------------------------------------------------
+
+SVHN_FILE = "studies/chan2020-svhn.yaml"
+SVHN = chan2020.SVHN_STUDY
+SVHN_RUNS = {f"{SVHN}-{suffix}" for _, _, suffix in chan2020.SVHN_ROWS}
+
+
+def _svhn_params(profile: str) -> dict:
+    return {**load_params(REPO / "params.yaml"), **load_params(REPO / SVHN_FILE), "profile": profile}
+
+
+def test_the_svhn_study_trains_each_table2_row_on_svhn_and_evaluates_it_as_trained(index):
+    entries, files = index
+    check_index(entries, files)
+    runs = {name: fields for name, fields in entries["runs"].items() if fields["_file"] == SVHN_FILE}
+    assert set(runs) == SVHN_RUNS == set(chan2020.SVHN_TABLE2.runs())
+    for run, fields in runs.items():
+        assert (fields["study"], fields["base"], fields["dataset"]) == (SVHN, run, "svhn")
+        assert (fields["finetune_key"], fields["attack_key"]) == (f"{SVHN}.evaluate_base", f"{SVHN}.attack")
+        assert entries["bases"][run]["dataset"] == "svhn"
+    svhn = lookup(files["params.yaml"], entries["datasets"]["svhn"]["key"])
+    assert svhn["name"] == "svhn" and svhn["profiles"]["smoke"] == {"name": "digits"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_svhn_bases_train_madrys_cifar10_setup_and_jarn_on_its_last_quarter(profile):
+    params = _svhn_params(profile)
+    for name in lookup(params, f"{SVHN}.bases"):
+        key = f"{SVHN}.bases.{name}"
+        base = lookup(params, key)
+        assert base["arch"] == "wrn-34-10" and "augment" not in base  # a mirrored digit is another shape
+        defense = build_defense(lookup(params, f"{key}.defense"), key=f"{key}.defense")
+        config = _train_config(params, "pretrain", key)
+        assert (config.optimizer, config.lr, config.gamma, config.l2) == ("sgd", 0.1, 0.1, 0.0002)
+        assert [round(m / config.epochs, 2) for m in config.milestones] == [0.5, 0.75]
+        if name == "jarn":
+            assert math.ceil(defense.start_fraction * config.epochs - 1e-9) == config.milestones[-1]
+    paper = _train_config(_svhn_params("paper"), "pretrain", f"{SVHN}.bases.standard")
+    # Madry et al.'s 80,000 steps of 128 on SVHN's 73,257 training images
+    assert (paper.epochs, paper.batch_size) == (round(80_000 * 128 / 73_257), 128)
+
+
+def test_the_svhn_jarn_row_has_the_papers_discriminator():
+    bases = lookup(load_params(REPO / SVHN_FILE), f"{SVHN}.bases")
+    jarn = bases["jarn"]["defense"]
+    # §4.2: 5 layers of 16-32-64-128-256 channels, updated every 20 iterations
+    assert (jarn["discriminator"], jarn["disc_every"]) == ("svhn", 20)
+    cifar10 = lookup(load_params(REPO / CIFAR10_FILE), f"{CIFAR10}.bases.jarn.defense")
+    assert {k: v for k, v in jarn.items() if k != "discriminator"} == \
+        {k: v for k, v in cifar10.items() if k != "discriminator"}
+    noise = bases["uniform-noise"]["defense"]["adversarial"]
+    assert noise == {"fraction": 1.0, "attack": {"name": "uniform_noise", "eps": jarn["noise_eps"]}}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_svhn_run_attacks_with_what_table2_reads(index, profile):
+    entries, _ = index
+    reads = {_reads(column) for column in chan2020.SVHN_TABLE2.columns if column.attack != "clean"}
+    for run, _, suite in _cifar10_attacks(entries, _svhn_params(profile), SVHN_RUNS):
+        ran = {(spec.name, spec.eps, spec.steps) for spec in suite}
+        assert all(any(name == ran_name and eps == ran_eps and steps in (None, ran_steps)
+                       for ran_name, ran_eps, ran_steps in ran) for name, eps, steps in reads), run
+        (autoattack,) = [spec for spec in suite if spec.name == "autoattack"]
+        assert autoattack.examples == (1000 if profile == "paper" else 100), run
+        assert ("steps" in autoattack.settings) == (profile == "smoke"), run  # the authors' budgets at cpu, paper
+
+
+@pytest.mark.skipif(not PAPERS.exists(), reason="shared/papers not beside the repository")
+def test_svhn_paper_values_match_the_seed_text():
+    text = (PAPERS / chan2020.SOURCE).read_text()
+    caption = "Table 2: SVHN accuracy (%) on adversarial and clean test samples."
+    assert text.split(caption)[1].lstrip().startswith("4.3 CIFAR-10")  # the body is lost
+    section = text.split("4.2 SVHN")[1].split("4.3 CIFAR-10")[0]
+    assert "with (), crafted from FGSM and 5, 10, 20-iteration PGD attack" in section  # ε lost
+    assert "5 CNN layers (16-32-64-128-256 output channels) and update it for every 20 training iterations" in section
+    for row in chan2020.SVHN_TABLE2.rows:
+        assert row.paper == (None,) * len(chan2020.SVHN_TABLE2.columns)
+        assert row.in_text in section.split(), row.label
