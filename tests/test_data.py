@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets
-import yaml
 from PIL import Image
 
 from robust import data
 from robust.datasets import class_allocation, stratified_indices
 from robust.datasets.imagefolder import CIFAR10_CLASSES, _image_key
 from robust.errors import ConfigError
+from robust.params import load_params
 from robust.pipeline import prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -426,7 +426,7 @@ def test_a_study_dataset_that_cannot_be_found_names_its_own_root(tmp_path, monke
     monkeypatch.setattr(torchvision.datasets, cls_name, _Unavailable)
     params = _study_params("cpu")
     # params.yaml's own entry, at the cpu profile
-    params[key] = {**yaml.safe_load((REPO / "params.yaml").read_text())[key], "root": str(tmp_path / "raw")}
+    params[key] = {**load_params(REPO / "params.yaml")[key], "root": str(tmp_path / "raw")}
     with pytest.raises(ConfigError, match=expected) as err:
         prepare_dataset(params, key, tmp_path / "out")
     assert err.value.key == f"{key}.root" and f"'{key}.root'" in str(err.value)

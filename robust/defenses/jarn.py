@@ -243,38 +243,34 @@ class Jarn(Defense):
         real = x.detach()
         if self.steps % self.disc_every == 0:
             self._discriminator_step(nets, adapted.detach(), real)
-        d_xent, d_acc = self._discriminator_loss(nets["discriminator"], adapted, real, frozen=True)
+        d_xent, d_acc = self._discriminator_loss(nets["discriminator"], adapted, real)
         adv = -d_xent
         # one backward pass through the discriminator serves the adaptor's step and the classifier:
         # the classifier's loss carries ∂L_adv/∂adapted through a surrogate with L_adv's value and
-        # gradient, so the trainer's backward pass does not go through the discriminator again
+        # gradient, so the trainer's backward pass does not reach the discriminator (nor leave
+        # gradients on it)
         *adaptor_grads, adapted_grad = torch.autograd.grad(adv, (weight, bias, adapted), retain_graph=True)
         self._step(nets["adaptor_optimizer"], [adaptor.weight, adaptor.bias], adaptor_grads, [adaptor.weight])
         self.steps += 1
-        adv_surrogate = adv.detach() + (adapted * adapted_grad).sum() - (adapted.detach() * adapted_grad).sum()
+        adv_surrogate = adv.detach() + ((adapted - adapted.detach()) * adapted_grad).sum()
         loss = ce + self.lam * adv_surrogate
         return loss, {"ce": ce.item(), "adv": adv.item(), "disc_loss": d_xent.item(), "disc_acc": d_acc,
                       "jacobian_norm": grad.detach().flatten(1).norm(dim=1).mean().item(), "jarn_active": 1.0,
                       "loss": loss.item()}
 
     @staticmethod
-    def _discriminator_loss(discriminator: nn.Module, fake: torch.Tensor, real: torch.Tensor, *,
-                            frozen: bool) -> tuple[torch.Tensor, float]:
+    def _discriminator_loss(discriminator: nn.Module, fake: torch.Tensor,
+                            real: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Mean binary CE over the concatenated [fake (0), real (1)] batch, and the accuracy."""
         inputs = torch.cat([fake, real])
         target = torch.cat([torch.zeros(len(fake)), torch.ones(len(real))]).to(inputs)
-        if frozen:
-            # detached parameters: only the input's gradient is wanted, and no gradient is left on them
-            params = {name: p.detach() for name, p in discriminator.named_parameters()}
-            out = torch.func.functional_call(discriminator, params, (inputs,))
-        else:
-            out = discriminator(inputs)
+        out = discriminator(inputs)
         accuracy = ((out.detach() > 0).to(target) == target).float().mean().item()
         return F.binary_cross_entropy_with_logits(out, target), accuracy
 
     def _discriminator_step(self, nets: dict[str, Any], fake: torch.Tensor, real: torch.Tensor) -> None:
         discriminator = nets["discriminator"]
-        d_xent, _ = self._discriminator_loss(discriminator, fake, real, frozen=False)
+        d_xent, _ = self._discriminator_loss(discriminator, fake, real)
         params = list(discriminator.parameters())
         self._step(nets["discriminator_optimizer"], params, torch.autograd.grad(d_xent, params),
                    _kernels(discriminator))

@@ -207,7 +207,6 @@ FIG5_TABLES = tuple(
 )
 
 
-
 # ---- SVHN (§4.2; studies/chan2020-svhn.yaml) ------------------------------------------------------------
 
 SVHN_STUDY = f"{STUDY}-svhn"
