@@ -54,7 +54,7 @@ import argparse
 import ctypes
 import ctypes.util
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from math import nan
 from statistics import median
 
@@ -152,15 +152,16 @@ def compare(name: str, ours: Callable[[], torch.Tensor], theirs: Callable[[], to
     }
 
 
-def print_rows(rows: list[dict]) -> None:
+def print_rows(rows: Iterable[dict]) -> None:
+    """One line per comparison, each printed as it finishes, so a run cut short still reports its rows."""
     print(f"{'attack':<20}{'ours s':>8}{'theirs s':>9}{'ratio':>8}{'range':>14}{'fooled ours/theirs':>20}"
-          f"{'median L2 own fooled':>22}{'median L2 both fooled':>29}")
+          f"{'median L2 own fooled':>22}{'median L2 both fooled':>29}", flush=True)
     for r in rows:
         fooled = f"{r['fooled_ours']}/{r['n']} / {r['fooled_theirs']}/{r['n']}"
         spread = f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}x"
         print(f"{r['attack']:<20}{r['ours_s']:8.3f}{r['theirs_s']:9.3f}{r['ratio']:7.2f}x{spread:>14}{fooled:>20}"
               f"{r['l2_ours']:12.4f} /{r['l2_theirs']:8.4f}"
-              f"{r['both']:>6}:{r['l2_both_ours']:11.4f} /{r['l2_both_theirs']:8.4f}")
+              f"{r['both']:>6}:{r['l2_both_ours']:11.4f} /{r['l2_both_theirs']:8.4f}", flush=True)
     print("times: medians over the rounds; ratio = torchattacks time / ours (> 1: ours faster), median over "
           "the rounds, range = lowest–highest round; PGD 'fooled' = 1 − robust accuracy; "
           "'both fooled' = count: medians over the examples both fooled")
@@ -218,23 +219,22 @@ def main() -> None:
     ta_cw = torchattacks.CW(model, c=args.cw_const, kappa=0, steps=args.cw_steps, lr=0.01)
     for threads in args.threads:
         torch.set_num_threads(threads)
-        rows = [
-            compare("PGD-40 Linf", lambda: pgd(model, x, y, eps=eps, steps=40, step_size=step, random_start=False),
-                    lambda: ta_pgd(x, y), model, x, y, args.rounds, device),
-            compare("DeepFool L2", lambda: deepfool(model, x, y, steps=50, overshoot=0.02),
-                    lambda: ta_deepfool(x, y), model, x, y, args.rounds, device),
-            compare("DeepFool L2 slack 0", lambda: deepfool(model, x, y, steps=50, overshoot=0.02, slack=0.0),
-                    lambda: ta_deepfool(x, y), model, x, y, args.rounds, device),
-            compare(f"C&W c={args.cw_const:g}", lambda: cw(model, x, y, steps=args.cw_steps, binary_steps=1,
-                                                          initial_const=args.cw_const),
-                    lambda: ta_cw(x, y), model, x, y, args.rounds, device),
-            compare(f"C&W search x{args.cw_binary_steps}",
-                    lambda: cw(model, x, y, steps=args.cw_steps, binary_steps=args.cw_binary_steps,
-                               initial_const=args.cw_const),
-                    lambda: ta_cw(x, y), model, x, y, args.rounds, device),
+        comparisons = [
+            ("PGD-40 Linf", lambda: pgd(model, x, y, eps=eps, steps=40, step_size=step, random_start=False),
+             lambda: ta_pgd(x, y)),
+            ("DeepFool L2", lambda: deepfool(model, x, y, steps=50, overshoot=0.02), lambda: ta_deepfool(x, y)),
+            ("DeepFool L2 slack 0", lambda: deepfool(model, x, y, steps=50, overshoot=0.02, slack=0.0),
+             lambda: ta_deepfool(x, y)),
+            (f"C&W c={args.cw_const:g}", lambda: cw(model, x, y, steps=args.cw_steps, binary_steps=1,
+                                                    initial_const=args.cw_const),
+             lambda: ta_cw(x, y)),
+            (f"C&W search x{args.cw_binary_steps}",
+             lambda: cw(model, x, y, steps=args.cw_steps, binary_steps=args.cw_binary_steps,
+                        initial_const=args.cw_const),
+             lambda: ta_cw(x, y)),
         ]
         print(f"{header(args, device)} pgd eps={eps} step={step} cw steps={args.cw_steps}")
-        print_rows(rows)
+        print_rows(compare(name, ours, theirs, model, x, y, args.rounds, device) for name, ours, theirs in comparisons)
 
 
 if __name__ == "__main__":

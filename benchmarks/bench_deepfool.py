@@ -33,15 +33,20 @@ def main() -> None:
         return lambda: deepfool(model, x, y, steps=args.steps, overshoot=args.overshoot, slack=slack)
 
     reference = torchattacks.DeepFool(model, steps=args.steps, overshoot=args.overshoot)
+
+    def comparisons():
+        yield compare("DeepFool L2", ours(), lambda: reference(x, y), model, x, y, args.rounds, device)
+        yield compare("DeepFool L2 slack 0", ours(0.0), lambda: reference(x, y), model, x, y, args.rounds, device)
+        model.requires_grad_(False)
+        try:
+            yield compare("DeepFool L2 frozen", ours(), lambda: reference(x, y), model, x, y, args.rounds, device)
+        finally:
+            model.requires_grad_(True)
+
     for threads in args.threads:
         torch.set_num_threads(threads)
-        rows = [compare("DeepFool L2", ours(), lambda: reference(x, y), model, x, y, args.rounds, device),
-                compare("DeepFool L2 slack 0", ours(0.0), lambda: reference(x, y), model, x, y, args.rounds, device)]
-        model.requires_grad_(False)
-        rows.append(compare("DeepFool L2 frozen", ours(), lambda: reference(x, y), model, x, y, args.rounds, device))
-        model.requires_grad_(True)
         print(f"{header(args, device)} steps={args.steps} overshoot={args.overshoot}")
-        print_rows(rows)
+        print_rows(comparisons())
 
 
 if __name__ == "__main__":
