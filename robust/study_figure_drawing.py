@@ -29,6 +29,8 @@ LINE = 0.22           # inches per line of the title band
 IMAGE_CELL = (1.1, 1.35)
 SURFACE_CELL = (2.8, 2.7)
 MATRIX_CELL = 2.6
+# a K × K class matrix names every class and prints its diagonal up to this K (10 classes, not CIFAR-100's 100)
+MAX_LABELLED_CLASSES = 20
 JACOBIAN_COLOURS = "RdBu_r"  # red: raises p_y, blue: lowers it; white: no effect
 MATRIX_COLOURS = "viridis"
 COVARIANCE_PANEL = (7.0, 4.6)
@@ -165,6 +167,12 @@ def jacobian_grid(images: torch.Tensor, labels: torch.Tensor, gradients: Mapping
         return save_png(figure, path)
 
 
+def class_ticks(k: int) -> list[int]:
+    """The classes an axis of a K × K class matrix names: all of them, or every tenth where K = 100 (CIFAR-100)
+    leaves no room for a label per cell."""
+    return list(range(0, k, 1 if k <= MAX_LABELLED_CLASSES else 10))
+
+
 def matrix_colour_range(matrices: Mapping[str, torch.Tensor]) -> tuple[float, float]:
     """(min, max) of the finite off-diagonal entries of all ``matrices``: the one colour scale they share."""
     values = np.concatenate([off_diagonal(m).flatten().numpy() for m in matrices.values()])
@@ -215,13 +223,15 @@ def sensitivity_and_gradients(sensitivity: Mapping[str, pd.DataFrame], matrices:
         for ax, (name, matrix) in zip(axes, matrices.items()):
             image = ax.imshow(off_diagonal(matrix).numpy(), cmap=colours, vmin=low, vmax=high,
                               interpolation="nearest")
-            for t in range(k):  # the true class's own gradient, outside the colour scale
+            # the true class's own gradient, outside the colour scale, as a number where the cells have room
+            for t in range(k) if k <= MAX_LABELLED_CLASSES else ():
                 value = float(matrix[t, t])
                 ax.text(t, t, "—" if not np.isfinite(value) else f"{value:.1f}", ha="center", va="center",
                         fontsize=4.5, color="dimgrey")
             ax.set_title(name, fontsize=9)
-            ax.set_xticks(range(k), classes, fontsize=6)
-            ax.set_yticks(range(k), classes, fontsize=6)
+            ticks = class_ticks(k)
+            ax.set_xticks(ticks, [classes[i] for i in ticks], fontsize=6)
+            ax.set_yticks(ticks, [classes[i] for i in ticks], fontsize=6)
             ax.set_xlabel("class i", fontsize=7, labelpad=1)
             ax.set_ylabel("true class t", fontsize=7, labelpad=1)
         for ax in axes[len(matrices):]:

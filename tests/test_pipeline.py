@@ -77,6 +77,8 @@ KEPT_RUNS = {
     "bashivan2021": set(),
     # its AFD and TRADES at smoke attack every batch; the CIFAR wiring is roth2018-cifar10's
     "bashivan2021-cifar10": set(),
+    # the CIFAR-10 study's settings on params.yaml's `cifar100` (digits at smoke): roth2018-cifar10's wiring
+    "bashivan2021-cifar100": set(),
     "leaderboard": set(),
 }
 # The adversary-critic suite at smoke still runs 500-step DeepFool and high-confidence attacks:

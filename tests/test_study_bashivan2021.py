@@ -29,7 +29,7 @@ STUDY_FILE = "studies/bashivan2021.yaml"
 SEED_TEXT = REPO.parent / "shared" / "papers" / "afd_bashivan2021.txt"
 TABLE_IDS = ("bashivan2021-table1", "bashivan2021-table2", "bashivan2021-tablea5")
 STUDY_TABLES = tuple(name for name in TABLES.names()
-                     if name.startswith("bashivan2021-") and not name.startswith("bashivan2021-cifar10-"))
+                     if name.startswith("bashivan2021-") and not name.startswith("bashivan2021-cifar"))
 SEEDED_ROWS = tuple(f"{row}-s{seed}" for row in ("nt", "at", "trades", "afd") for seed in (0, 1, 2))
 ROWS = (*SEEDED_ROWS, "afd-fc1pd-s0", "afd-fc3-s0", "rep-matching-s0", "nt-source")
 

@@ -20,6 +20,7 @@ import copy
 from math import exp
 from pathlib import Path
 
+import matplotlib.axes
 import pandas as pd
 import pytest
 import torch
@@ -40,7 +41,7 @@ from robust.attacks.high_confidence import (_attack_loop, _logits_and_targets, c
 from robust.loss_surface import fgsm_direction, grid_values, loss_surface, orthogonal_direction
 from robust.models import build_model
 from robust.perturbation_structure import covariance_profile, data_profile, decay_length, perturbation_profile
-from robust.study_figure_drawing import matrix_colour_range
+from robust.study_figure_drawing import class_ticks, matrix_colour_range, sensitivity_and_gradients
 from robust.study_figures import KINDS, draw_study_figure, parse_study_figure, targeted_grid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,6 +188,18 @@ def test_gradient_matrix_means_per_true_class_and_keeps_the_diagonal_out_of_the_
     assert (low, high) == pytest.approx((0.0, 3.0))
     with pytest.raises(ValueError, match="norms must be"):
         class_gradient_matrix(norms[:, :2], y, 3)
+
+
+def test_a_hundred_class_matrix_names_every_tenth_class_and_prints_no_diagonal(tmp_path, monkeypatch):
+    assert class_ticks(10) == list(range(10)) and class_ticks(100) == list(range(0, 100, 10))
+    texts = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, *args, **kwargs: texts.append(args))
+    sensitivity = {"m": pd.DataFrame({"sensitivity": [0.1], "sensitivity_std": [0.01]}, index=[0.03])}
+    for k in (10, 100):
+        texts.clear()
+        sensitivity_and_gradients(sensitivity, {"m": torch.zeros(k, k)}, tmp_path / f"{k}.png", title="t",
+                                  classes=[str(i) for i in range(k)])
+        assert len(texts) == (k if k == 10 else 0)  # the diagonal's numbers, where the cells have room
 
 
 def _noise(n: int, size: int, seed: int) -> torch.Tensor:

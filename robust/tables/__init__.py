@@ -201,4 +201,4 @@ from robust.tables import matyasko2018  # noqa: E402,F401
 from robust.tables import chan2020  # noqa: E402,F401
 from robust.tables import roth2018  # noqa: E402,F401
 from robust.tables import bashivan2021  # noqa: E402,F401
-from robust.tables import bashivan2021_cifar10  # noqa: E402,F401
+from robust.tables import bashivan2021_cifar  # noqa: E402,F401

@@ -1,5 +1,6 @@
-"""The AFD study's CIFAR-10 half (Bashivan et al. 2021): its index entries, its bases and schedules, its
-attack configs at every profile, its tables' runs and paper values, and rendering."""
+"""The AFD study's CIFAR halves (Bashivan et al. 2021): the CIFAR-10 study's index entries, bases and schedules,
+attack configs at every profile; the CIFAR-100 study's entries, which train the same settings on CIFAR-100;
+both data sets' tables (runs and paper values) and rendering."""
 
 import math
 import re
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-import robust.tables.bashivan2021_cifar10 as afd_tables
+import robust.tables.bashivan2021_cifar as afd_tables
 from robust.evaluate import parse_suite
 from robust.index import check_index, load_index
 from robust.params import lookup
@@ -19,36 +20,68 @@ from robust.tables import TABLES, render_table
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "bashivan2021-cifar10"
-STUDY_FILE = f"studies/{STUDY}.yaml"
 SEED_TEXT = REPO.parent / "shared" / "papers" / "afd_bashivan2021.txt"
-TABLE_IDS = tuple(f"{STUDY}-{table}" for table in ("table1", "table2", "tablea3", "tablea5"))
+TABLES_OF = ("table1", "table2", "tablea3", "tablea5")
 ROWS = ("nt-s0", "at-s0", "trades-s0", "afd-s0", "nt-source")
 EPS = 8 / 255
+# each data set's block of the paper's tables, in the order the seed text prints them after MNIST's
+BLOCKS = {"cifar10": (afd_tables.CIFAR10, 1), "cifar100": (afd_tables.CIFAR100, 2)}
+
+
+def _study_file(block: afd_tables.CifarBlock) -> dict:
+    return yaml.safe_load((REPO / f"studies/{block.study}.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
 def study():
-    return yaml.safe_load((REPO / STUDY_FILE).read_text())
+    return _study_file(afd_tables.CIFAR10)
 
 
-def test_the_study_index_resolves_with_exactly_its_runs():
+@pytest.mark.parametrize("dataset", sorted(BLOCKS))
+def test_the_study_index_resolves_with_exactly_its_runs(dataset):
+    block, _ = BLOCKS[dataset]
+    study_file = f"studies/{block.study}.yaml"
     index, files = load_index(REPO)
     check_index(index, files)
-    runs = {name: fields for name, fields in index["runs"].items() if fields["_file"] == STUDY_FILE}
-    assert set(runs) == {f"{STUDY}-{row}" for row in ROWS}
-    assert all(fields["study"] == STUDY and fields["base"] == name and fields["dataset"] == "cifar10"
+    runs = {name: fields for name, fields in index["runs"].items() if fields["_file"] == study_file}
+    assert set(runs) == {f"{block.study}-{row}" for row in ROWS}
+    assert all(fields["study"] == block.study and fields["base"] == name and fields["dataset"] == dataset
                for name, fields in runs.items())
-    assert STUDY_FILE in yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"]
+    assert {index["bases"][name]["dataset"] for name in runs} == {dataset}
+    assert study_file in yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"]
 
 
-def test_every_table_row_names_runs_of_the_study(study):
-    assert set(TABLE_IDS) == {name for name in TABLES.names() if name.startswith(f"{STUDY}-")}
-    for table_id in TABLE_IDS:
+@pytest.mark.parametrize("dataset", sorted(BLOCKS))
+def test_every_table_row_names_runs_of_the_study(dataset):
+    block, _ = BLOCKS[dataset]
+    runs = _study_file(block)["runs"]
+    assert {f"{block.study}-{table}" for table in TABLES_OF} == {
+        name for name in TABLES.names() if name.startswith(f"{block.study}-")}
+    for table_id in (f"{block.study}-{table}" for table in TABLES_OF):
         table = TABLES.get(table_id)
-        assert table.runs() and all(run in study["runs"] for run in table.runs()), table_id
+        assert table.runs() and all(run in runs for run in table.runs()), table_id
         assert all(len(row.paper) == len(table.columns) for row in table.rows), table_id
-    sources = {column.source for column in TABLES.get(f"{STUDY}-table1").columns if column.source}
-    assert sources == {afd_tables.BLACK_BOX_SOURCE} and afd_tables.BLACK_BOX_SOURCE in study["runs"]
+    sources = {column.source for column in TABLES.get(f"{block.study}-table1").columns if column.source}
+    assert sources == {block.black_box_source} and block.black_box_source in runs
+
+
+def test_cifar100_trains_and_attacks_with_the_cifar10_settings():
+    """Table A1, §3.2 and Table 1's caption give both data sets the same settings: every CIFAR-100 base and run
+    reads the CIFAR-10 study's keys, on the `cifar100` data set, under its own names."""
+    cifar10, cifar100 = _study_file(afd_tables.CIFAR10), _study_file(afd_tables.CIFAR100)
+    assert set(cifar100) == {"bases", "runs", "study_figures"}  # no settings of its own
+    rename = {f"{afd_tables.CIFAR100.study}-{row}": f"{STUDY}-{row}" for row in ROWS}
+    for name, base in cifar100["bases"].items():
+        assert {**base, "dataset": "cifar10"} == cifar10["bases"][rename[name]] and base["dataset"] == "cifar100"
+    for name, run in cifar100["runs"].items():
+        twin = cifar10["runs"][rename[name]]
+        assert run == {**twin, "study": afd_tables.CIFAR100.study, "base": name, "dataset": "cifar100"}
+    for name, figure in cifar100["study_figures"].items():
+        twin = cifar10["study_figures"][name.replace("cifar100", "cifar10")]
+        assert list(figure["runs"]) == [run.replace("cifar10", "cifar100") for run in twin["runs"]]
+        assert figure["dataset"] == "cifar100" and figure["kind"] == twin["kind"]
+        # the figure stage reads the figure from its params file
+        assert figure["params_file"] == f"studies/{afd_tables.CIFAR100.study}.yaml"
 
 
 def _base(study: dict, row: str) -> dict:
@@ -129,11 +162,15 @@ def test_attack_configs_parse_at_every_profile(study, profile):
         assert names == wanted
 
 
-def test_study_figures_draw_the_four_rows_on_cifar10(study):
-    for name, kind in ((f"{STUDY}-fig2", "accuracy_curves"), (f"{STUDY}-fig4", "sensitivity_and_class_gradients")):
-        figure = parse_study_figure(study["study_figures"][name], f"study_figures.{name}")
-        assert study["study_figures"][name]["kind"] == kind and study["study_figures"][name]["dataset"] == "cifar10"
-        assert list(figure.runs) == [f"{STUDY}-{row}" for row in ("nt-s0", "at-s0", "trades-s0", "afd-s0")]
+@pytest.mark.parametrize("dataset", sorted(BLOCKS))
+def test_study_figures_draw_the_four_rows(dataset):
+    block, _ = BLOCKS[dataset]
+    figures = _study_file(block)["study_figures"]
+    for name, kind in ((f"{block.study}-fig2", "accuracy_curves"),
+                       (f"{block.study}-fig4", "sensitivity_and_class_gradients")):
+        figure = parse_study_figure(figures[name], f"study_figures.{name}")
+        assert figures[name]["kind"] == kind and figures[name]["dataset"] == dataset
+        assert list(figure.runs) == [f"{block.study}-{row}" for row in ("nt-s0", "at-s0", "trades-s0", "afd-s0")]
 
 
 # ---- paper values -------------------------------------------------------------------------------
@@ -149,49 +186,68 @@ def _lines() -> list[str]:
 needs_text = pytest.mark.skipif(not SEED_TEXT.exists(), reason="shared/papers not beside the repository")
 
 
+def _seed_rows(header: str, span: int, pattern: str) -> list[list[str]]:
+    """The cells of the lines matching ``pattern`` among the ``span`` lines from the one opening with ``header``."""
+    lines = _lines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    return [line.split("\t") for line in lines[start:start + span] if re.match(pattern, line)]
+
+
+def _value(cell: str) -> float | None:
+    """A cell's number; None where the text has none (AFD CIFAR-100 Table A3's "θ"), "$\\overline{2}$" read as 2."""
+    numbers = _numbers(cell)
+    return numbers[0] if numbers else None
+
+
 @needs_text
-def test_table1_values_are_the_cifar10_rn18_cells():
+@pytest.mark.parametrize("dataset", sorted(BLOCKS))
+def test_table1_values_are_the_rn18_cells_of_the_data_set(dataset):
+    block, k = BLOCKS[dataset]
     lines = _lines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Method\tDataset\tNetwork\tClean"))
-    for row in TABLES.get(f"{STUDY}-table1").rows:
-        # the blocks run MNIST, CIFAR10, CIFAR100 and repeat the labels: the row's second line is CIFAR10's
-        line = [line for line in lines[start:] if line.startswith(row.label + "\t")][1]
-        cells = line.split("\t")
-        assert cells[2] == "RN18"
+    labels = {"NT _†", "NT ⁺", *(label for label, _, _ in afd_tables.DEFENSES)}
+    # the replicated RN18 rows (NT, AT, TRADES) and AFD's: four per data set, MNIST's block first
+    replicated = [line.split("\t") for line in lines[start:start + 40]
+                  if line.split("\t")[0] in labels and line.split("\t")[2] == "RN18"]
+    assert len(replicated) == 12
+    for row, cells in zip(TABLES.get(f"{block.study}-table1").rows, replicated[4 * k:4 * k + 4], strict=True):
+        assert cells[0] == row.label
         assert tuple(_numbers(cell)[0] for cell in cells[3:]) == row.paper, row.label  # "μ ± σ": the mean
 
 
 @needs_text
-def test_table2_values_are_the_cifar10_block():
-    lines = _lines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Dataset\tModel\t$PGD_{L_{\\infty}}$"))
-    rows = [line.split("\t") for line in lines[start:start + 14] if re.match(r"^[^\t]*\t(NT|AT|TRADES|AFD)\t", line)]
-    assert rows[5][0].startswith("CIFAR")  # the second block's AT row names the data set
-    for row, cells in zip(TABLES.get(f"{STUDY}-table2").rows, rows[4:8], strict=True):
+@pytest.mark.parametrize("dataset", sorted(BLOCKS))
+def test_table2_values_are_the_data_sets_block(dataset):
+    block, k = BLOCKS[dataset]
+    rows = _seed_rows("Dataset\tModel\t$PGD_{L_{\\infty}}$", 14, r"^[^\t]*\t(NT|AT|TRADES|AFD)\t")
+    assert rows[4 * k + 1][0].startswith("CIFAR")  # each CIFAR block's AT row names the data set
+    for row, cells in zip(TABLES.get(f"{block.study}-table2").rows, rows[4 * k:4 * k + 4], strict=True):
         assert cells[1] == row.in_text
         assert tuple(float(c) for c in cells[2:]) == row.paper, row.label
 
 
 @needs_text
-def test_table_a3_values_are_the_cifar10_rows_and_nt_lost_two():
-    lines = _lines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Table A3:"))
-    rows = [line.split("\t")[2:] for line in lines[start:start + 15] if re.match(r"^[^\t]*\t[^\t]*\t(NT|AT|TRADES|AFD)\t", line)]
-    for row, cells in zip(TABLES.get(f"{STUDY}-tablea3").rows, rows[4:8], strict=True):
+@pytest.mark.parametrize("dataset", sorted(BLOCKS))
+def test_table_a3_values_are_the_data_sets_rows(dataset):
+    block, k = BLOCKS[dataset]
+    rows = [cells[2:] for cells in _seed_rows("Table A3:", 15, r"^[^\t]*\t[^\t]*\t(NT|AT|TRADES|AFD)\t")]
+    for row, cells in zip(TABLES.get(f"{block.study}-tablea3").rows, rows[4 * k:4 * k + 4], strict=True):
         assert cells[0] == row.label
-        values = [float(cell) if cell else None for cell in cells[1:4]]
-        assert tuple(values) == row.paper[:3], row.label
+        assert tuple(_value(cell) for cell in (cells[1:] + ["", "", ""])[:3]) == row.paper[:3], row.label
         assert row.paper[3:] == (None, None)  # the added PGD and Square columns
+    nt = TABLES.get(f"{block.study}-tablea3").rows[0].paper[:3]
+    assert nt == {"cifar10": (0.0, None, None), "cifar100": (None, 2, None)}[dataset]  # cells the text lost
 
 
 @needs_text
-def test_table_a5_values_are_the_cifar10_columns():
-    lines = _lines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Dataset\tMNIST\t\tCIFAR10"))
-    rows = [line.split("\t") for line in lines[start:start + 8] if re.match(r"^(NT|AT|TRADES|AFD)\t", line)]
-    for row, cells in zip(TABLES.get(f"{STUDY}-tablea5").rows, rows, strict=True):
+@pytest.mark.parametrize("dataset", sorted(BLOCKS))
+def test_table_a5_values_are_the_data_sets_columns(dataset):
+    block, k = BLOCKS[dataset]
+    rows = _seed_rows("Dataset\tMNIST\t\tCIFAR10\t\tCIFAR100", 8, r"^(NT|AT|TRADES|AFD)\t")
+    for row, cells in zip(TABLES.get(f"{block.study}-tablea5").rows, rows, strict=True):
         assert cells[0] == row.label
-        assert tuple(float(c) for c in cells[3:5]) == row.paper, row.label  # MNIST's Units and Dims come first
+        # the columns run Units and Dims of MNIST, CIFAR10, CIFAR100
+        assert tuple(float(c) for c in cells[1 + 2 * k:3 + 2 * k]) == row.paper, row.label
 
 
 # ---- rendering from synthetic rows --------------------------------------------------------------
@@ -215,7 +271,7 @@ def _synthetic(run: str) -> list[dict]:
             {**pgd, "metric": "auc", "value": 0.75}, {**fgsm, "metric": "auc", "value": 0.80},
             {**meta, "attack": "representation", "metric": "active_units", "value": 100.0},
             {**meta, "attack": "representation", "metric": "pca_dims_99", "value": 12.0}]
-    source = {**meta, "source": afd_tables.BLACK_BOX_SOURCE, "metric": "accuracy", "norm": "linf", "eps": EPS}
+    source = {**meta, "source": afd_tables.CIFAR10.black_box_source, "metric": "accuracy", "norm": "linf", "eps": EPS}
     rows += [{**source, "attack": "pgd", "label": "pgd-transfer", "steps": 20, "value": 0.85},
              {**source, "attack": "fgsm", "label": "fgsm-transfer", "value": 0.83}]
     return rows
@@ -244,3 +300,16 @@ def test_tables_render_from_synthetic_rows():
     assert _cells(tablea3, "NT")[1:9] == ["—", "0", "—", "—", "not in text", "—", "—", "not in text"]
     tablea5 = _cells(render_table(TABLES.get(f"{STUDY}-tablea5"), results), "AFD")
     assert tablea5[1:7] == ["100", "417", "-317", "12", "9", "3"]
+
+
+def test_cifar100_tables_render_its_own_cells_and_say_whose_settings_it_trains():
+    block = afd_tables.CIFAR100
+    results = pd.DataFrame([{**row, "run": row["run"].replace(STUDY, block.study), "study": block.study,
+                             "source": row["source"].replace(STUDY, block.study)}
+                            for row in _synthetic(f"{STUDY}-afd-s0")])
+    table1 = render_table(TABLES.get(f"{block.study}-table1"), results)
+    assert _cells(table1, "AFD")[1:4] == ["90.00", "62.35", "27.65"]
+    assert _cells(table1, "AFD")[10:13] == ["85.00", "63.63", "21.37"]  # black-box, from the CIFAR-100 source
+    assert _cells(table1, "NT ⁺")[-1] == "not run" and "CIFAR-10 study's settings" in table1
+    tablea3 = render_table(TABLES.get(f"{block.study}-tablea3"), results)
+    assert _cells(tablea3, "NT")[1:6] == ["—", "not in text", "—", "—", "2"]
