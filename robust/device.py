@@ -53,3 +53,9 @@ def resolve_device(value: object, key: str = KEY) -> torch.device:
 def bf16_autocast_available(device: torch.device) -> bool:
     """Whether bf16 autocast runs natively on ``device`` (any CPU; GPUs from Ampere on)."""
     return device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+def describe(device: torch.device) -> dict:
+    """What a wall-clock time was measured on: the device's name, the torch build and the CPU threads."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads()}

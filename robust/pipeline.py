@@ -19,7 +19,7 @@ import torch
 from robust import data
 from robust.attacks.noise import StationaryCovariance
 from robust.defenses import build_defense
-from robust.device import resolve_device
+from robust.device import describe, resolve_device
 from robust.distributed import is_main, local_device
 from robust.errors import ConfigError
 from robust.evaluate import AttackSpec, evaluate, fixed_subset, parse_suite, predictions
@@ -204,7 +204,9 @@ def _save_training(out_dir: Path, model, model_config: dict, history: pd.DataFra
     # Wall-clock time differs on every run: it stays out of the parquet files and out of the
     # output folder, whose hash the later stages depend on, so that a rerun that reproduces the
     # model byte for byte reruns nothing after it.
-    save_json({"seconds_per_epoch": sum(seconds) / max(len(seconds), 1), "epochs_timed": len(seconds)},
+    # what the time was measured on, for comparing it with another run's (docs/determinism.md)
+    save_json({"seconds_per_epoch": sum(seconds) / max(len(seconds), 1), "epochs_timed": len(seconds),
+               **describe(next(model.parameters()).device)},
               cost_out or out_dir.with_name(f"{out_dir.name}.cost.json"))
 
 

@@ -1,6 +1,7 @@
 """Bad params fail fast: one line naming the key and the allowed values, no output written."""
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -139,8 +140,12 @@ def test_regular_training_trains_the_base_with_its_defense_and_zero_epochs_keep_
     params["profiles"]["smoke"].update(max_train=50, max_test=20)
     params["profiles"]["smoke"]["pretrain"]["epochs"] = 1
     params["pretrain"]["defense"] = {"name": "jacobian", "lambda": 0.1}
-    history = pretrain_base(params, "pretrain", workspace / "prepared", tmp_path / "base", name="regular")
+    history = pretrain_base(params, "pretrain", workspace / "prepared", tmp_path / "base", name="regular",
+                            cost_out=tmp_path / "cost.json")
     assert "jacobian_fro" in " ".join(history.columns) or len(history.columns) > 3  # the penalty was logged
+    cost = json.loads((tmp_path / "cost.json").read_text())  # the time, with what it was measured on
+    assert cost["epochs_timed"] == 1 and cost["seconds_per_epoch"] > 0
+    assert cost["device"] == "cpu" and cost["torch"] == torch.__version__ and cost["threads"] >= 1
     params["finetune"]["epochs"] = 0
     finetune_run(params, "defense", "finetune", tmp_path / "base", workspace / "prepared", tmp_path / "run",
                  name="regular-run", study="s")
