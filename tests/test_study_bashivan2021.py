@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from table_cells import row_cells
 from torch import nn
 
 import robust.tables.bashivan2021 as afd_tables
@@ -271,32 +272,27 @@ def _synthetic(run: str) -> list[dict]:
     return rows
 
 
-def _cells(text: str, label: str) -> list[str]:
-    line = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
-    return [cell.strip() for cell in line.strip("|").split("|")]
-
-
 def test_tables_render_from_synthetic_rows():
     results = pd.DataFrame(_synthetic("bashivan2021-mnist-afd-s0"))
     table1 = render_table(TABLES.get("bashivan2021-table1"), results)
-    cells = _cells(table1, "AFD")
+    cells = row_cells(table1, "AFD")
     assert cells[1:4] == ["98.00", "99.15", "-1.15"]
     assert cells[4:7] == ["90.00", "96.13", "-6.13"]  # white-box: the sweep's ε = 0.3 member, not the labelled one
     assert cells[7] == "93.00"
     assert cells[10:12] == ["97.00", "98.31"] and cells[13] == "96.00"  # black-box, from the NT source
     assert cells[-1] == "smoke / digits, 1 of 3 seeds" and "not comparable" in table1
-    assert _cells(table1, "NT")[-1] == "not run"
-    table2 = _cells(render_table(TABLES.get("bashivan2021-table2"), results), "AFD")
+    assert row_cells(table1, "NT")[-1] == "not run"
+    table2 = row_cells(render_table(TABLES.get("bashivan2021-table2"), results), "AFD")
     assert table2[1:4] == ["0.83", "0.83", "0.00"] and table2[4:6] == ["0.50", "0.84"]
     assert table2[10] == "0.84"  # FGSM
     assert table2[16] == "—" and table2[17] == "0.85"  # DDN: not computed yet, the paper's value beside it
-    tablea5 = _cells(render_table(TABLES.get("bashivan2021-tablea5"), results), "AFD")
+    tablea5 = row_cells(render_table(TABLES.get("bashivan2021-tablea5"), results), "AFD")
     assert tablea5[1:7] == ["14", "18", "-4", "6", "6", "0"]
     # Table A6's FC3-PD row is Table 1's AFD run, its PGD-L∞ white-box cell
     tablea6 = render_table(TABLES.get("bashivan2021-tablea6"), results)
-    assert _cells(tablea6, "FC3-PD")[1:4] == ["90.00", "97.03", "-7.03"] and _cells(tablea6, "FC1-PD")[1] == "—"
+    assert row_cells(tablea6, "FC3-PD")[1:4] == ["90.00", "97.03", "-7.03"] and row_cells(tablea6, "FC1-PD")[1] == "—"
     # Table A3: B&B did not run (no foolbox extra), its paper value still beside the empty cell
-    tablea3 = _cells(render_table(TABLES.get("bashivan2021-tablea3"), results), "AFD")
+    tablea3 = row_cells(render_table(TABLES.get("bashivan2021-tablea3"), results), "AFD")
     assert tablea3[1:10] == ["91", "92", "-1", "80", "78", "2", "—", "96", "—"]
     assert tablea3[10:12] == ["94", "not in text"]  # PGD on the same points: no paper value
     assert tablea3[13] == "—"  # Square: not among the synthetic rows
@@ -308,6 +304,6 @@ def test_table1_rows_are_the_mean_and_std_over_three_seeds_and_table_a6_reads_se
     seeds = [pd.DataFrame(_synthetic(f"bashivan2021-mnist-afd-s{seed}")) for seed in (0, 1, 2)]
     seeds[1].loc[seeds[1].attack == "clean", "value"] = 0.96  # clean 98, 96, 98: mean 97.33, std 1.15
     results = pd.concat(seeds, ignore_index=True)
-    assert _cells(render_table(TABLES.get("bashivan2021-table1"), results), "AFD")[1] == "97.33 ± 1.15"
+    assert row_cells(render_table(TABLES.get("bashivan2021-table1"), results), "AFD")[1] == "97.33 ± 1.15"
     assert [row.run for row in TABLES.get("bashivan2021-tablea6").rows] == [
         ("bashivan2021-mnist-afd-fc1pd-s0",), ("bashivan2021-mnist-afd-fc3-s0",), ("bashivan2021-mnist-afd-s0",)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from table_cells import row_cells
 
 import robust.tables.bashivan2021_cifar as afd_tables
 from robust.evaluate import parse_suite
@@ -277,28 +278,23 @@ def _synthetic(run: str) -> list[dict]:
     return rows
 
 
-def _cells(text: str, label: str) -> list[str]:
-    line = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
-    return [cell.strip() for cell in line.strip("|").split("|")]
-
-
 def test_tables_render_from_synthetic_rows():
     results = pd.DataFrame(_synthetic(f"{STUDY}-afd-s0"))
     table1 = render_table(TABLES.get(f"{STUDY}-table1"), results)
-    cells = _cells(table1, "AFD")
+    cells = row_cells(table1, "AFD")
     assert cells[1:4] == ["90.00", "89.38", "0.62"]
     assert cells[4:7] == ["70.00", "77.72", "-7.72"]  # white-box: the sweep's 8/255 member, not the labelled one
     assert cells[7:10] == ["80.00", "85.34", "-5.34"]
     assert cells[10:13] == ["85.00", "86.33", "-1.33"] and cells[13:16] == ["83.00", "84.70", "-1.70"]
     assert cells[-1] == "smoke / digits" and "not comparable" in table1
-    assert _cells(table1, "NT")[-1] == "not run"
-    table2 = _cells(render_table(TABLES.get(f"{STUDY}-table2"), results), "AFD")
+    assert row_cells(table1, "NT")[-1] == "not run"
+    table2 = row_cells(render_table(TABLES.get(f"{STUDY}-table2"), results), "AFD")
     assert table2[1:4] == ["0.75", "0.73", "0.02"] and table2[10:13] == ["0.80", "0.85", "-0.05"]
     assert table2[16:18] == ["—", "0.38"]  # DDN: not computed, the paper's value beside it
     tablea3 = render_table(TABLES.get(f"{STUDY}-tablea3"), results)
-    assert _cells(tablea3, "AFD")[1:13] == ["30", "25", "5", "—", "68", "—", "—", "41", "—", "40", "not in text", "—"]
-    assert _cells(tablea3, "NT")[1:9] == ["—", "0", "—", "—", "not in text", "—", "—", "not in text"]
-    tablea5 = _cells(render_table(TABLES.get(f"{STUDY}-tablea5"), results), "AFD")
+    assert row_cells(tablea3, "AFD")[1:13] == ["30", "25", "5", "—", "68", "—", "—", "41", "—", "40", "not in text", "—"]
+    assert row_cells(tablea3, "NT")[1:9] == ["—", "0", "—", "—", "not in text", "—", "—", "not in text"]
+    tablea5 = row_cells(render_table(TABLES.get(f"{STUDY}-tablea5"), results), "AFD")
     assert tablea5[1:7] == ["100", "417", "-317", "12", "9", "3"]
 
 
@@ -308,8 +304,8 @@ def test_cifar100_tables_render_its_own_cells_and_say_whose_settings_it_trains()
                              "source": row["source"].replace(STUDY, block.study)}
                             for row in _synthetic(f"{STUDY}-afd-s0")])
     table1 = render_table(TABLES.get(f"{block.study}-table1"), results)
-    assert _cells(table1, "AFD")[1:4] == ["90.00", "62.35", "27.65"]
-    assert _cells(table1, "AFD")[10:13] == ["85.00", "63.63", "21.37"]  # black-box, from the CIFAR-100 source
-    assert _cells(table1, "NT ⁺")[-1] == "not run" and "CIFAR-10 study's settings" in table1
+    assert row_cells(table1, "AFD")[1:4] == ["90.00", "62.35", "27.65"]
+    assert row_cells(table1, "AFD")[10:13] == ["85.00", "63.63", "21.37"]  # black-box, from the CIFAR-100 source
+    assert row_cells(table1, "NT ⁺")[-1] == "not run" and "CIFAR-10 study's settings" in table1
     tablea3 = render_table(TABLES.get(f"{block.study}-tablea3"), results)
-    assert _cells(tablea3, "NT")[1:6] == ["—", "not in text", "—", "—", "2"]
+    assert row_cells(tablea3, "NT")[1:6] == ["—", "not in text", "—", "—", "2"]

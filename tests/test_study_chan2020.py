@@ -382,7 +382,6 @@ def test_the_fig5_sweeps_become_plot_data_with_a_field_per_column():
             assert f"metrics/sweeps/{table.id}.csv: {field}" in dvc, (table.id, field)
 
 
-
 # ---- SVHN (§4.2): Table 2 -------------------------------------------------------------------------------
 
 SVHN_FILE = "studies/chan2020-svhn.yaml"

@@ -54,11 +54,11 @@ def _rows(block: CifarBlock, papers: Cells, *, printed_labels: bool = False, in_
     return tuple(rows)
 
 
-def register_cifar_tables(block: CifarBlock) -> dict[str, Table]:
-    """Register Tables 1, 2, A3 and A5 of one CIFAR data set; returns them by short name."""
+def register_cifar_tables(block: CifarBlock) -> None:
+    """Register Tables 1, 2, A3 and A5 of one CIFAR data set."""
     setting = (block.setting,) if block.setting else ()
     nt_paper = block.table1[0]
-    table1 = register_table(Table(
+    register_table(Table(
         id=f"{block.study}-table1",
         title=f"Robust accuracy % on {block.name} (ResNet-18), ε = 8/255: white-box and black-box PGD-L∞ and FGSM",
         source=f"{SOURCE}, Table 1 ({block.in_text}, {block.table1_rows})",
@@ -81,7 +81,7 @@ def register_cifar_tables(block: CifarBlock) -> dict[str, Table]:
             *setting,
         ),
     ))
-    table2 = register_table(Table(
+    register_table(Table(
         id=f"{block.study}-table2",
         title=f"AUC of robust accuracy over ε on {block.name} (ResNet-18), normalised to 1",
         source=f"{SOURCE}, Table 2 ({block.in_text} block)",
@@ -105,7 +105,7 @@ def register_cifar_tables(block: CifarBlock) -> dict[str, Table]:
             *setting,
         ),
     ))
-    tablea3 = register_table(Table(
+    register_table(Table(
         id=f"{block.study}-tablea3",
         title=(f"Robust accuracy % on {block.name} (ResNet-18) against AutoAttack, the Boundary attack and B&B, "
                "100 test points"),
@@ -129,7 +129,7 @@ def register_cifar_tables(block: CifarBlock) -> dict[str, Table]:
             *setting,
         ),
     ))
-    tablea5 = register_table(Table(
+    register_table(Table(
         id=f"{block.study}-tablea5",
         title=f"Dimensionality of the learned representation E(x) on {block.name} (ResNet-18)",
         source=f"{SOURCE}, Table A5 ({block.in_text} columns)",
@@ -146,7 +146,6 @@ def register_cifar_tables(block: CifarBlock) -> dict[str, Table]:
             *setting,
         ),
     ))
-    return {"table1": table1, "table2": table2, "tablea3": tablea3, "tablea5": tablea5}
 
 
 CIFAR10 = CifarBlock(
@@ -203,5 +202,5 @@ CIFAR100 = CifarBlock(
     ),
 )
 
-CIFAR10_TABLES = register_cifar_tables(CIFAR10)
-CIFAR100_TABLES = register_cifar_tables(CIFAR100)
+for _block in (CIFAR10, CIFAR100):
+    register_cifar_tables(_block)
