@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from afd_suite_checks import assert_suite_feeds_tables_a3_and_2
 from table_cells import row_cells
 from torch import nn
 
@@ -73,19 +74,7 @@ def test_attack_configs_parse_at_every_profile(study, profile):
                        and (profile == "smoke" or s.settings["step_size"] == 0.01) for s in suite)
             assert any(s.name == "fgsm" and s.eps == 0.3 and s.sweep is not None for s in suite)
             assert 0.3 in parse_representation(config["representation"], "representation").eps
-            # Table A3: each of its columns read from an attack on the same 100 points; smoke and cpu run
-            # only AutoAttack, the one of the three without the optional foolbox extra
-            table_a3 = {(s.name, s.norm, s.eps, s.label): s.examples for s in suite if s.examples is not None}
-            columns = TABLES.get("bashivan2021-tablea3").columns
-            if profile != "paper":
-                columns = [c for c in columns if c.attack in ("autoattack", "pgd", "square")]
-            assert table_a3 == {(c.attack, c.norm, c.eps, c.attack_label or ""): 100 for c in columns}
-            # Table 2's columns: every sweep at paper, the PGD-L∞, FGSM, DDN and DeepFool ones at smoke and cpu
-            names = {(s.name, s.norm) for s in suite if s.sweep is not None or s.budgets}
-            wanted = {("pgd", "linf"), ("fgsm", "linf"), ("ddn", "l2"), ("deepfool", "linf")}
-            if profile == "paper":
-                wanted |= {("pgd", "l2"), ("pgd", "l1"), ("mim", "linf"), ("cw", "l2")}
-            assert names == wanted
+            assert_suite_feeds_tables_a3_and_2(suite, "bashivan2021-tablea3", profile)
 
 
 def test_bases_train_from_scratch_with_their_defense(study):

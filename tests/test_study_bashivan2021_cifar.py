@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from afd_suite_checks import assert_suite_feeds_tables_a3_and_2
 from table_cells import row_cells
 
 import robust.tables.bashivan2021_cifar as afd_tables
@@ -148,19 +149,7 @@ def test_attack_configs_parse_at_every_profile(study, profile):
         fgsm = [s.eps for s in suite if s.name == "fgsm" and s.sweep is not None]
         assert fgsm == [0.0, *(k / 255 for k in (2, 4, 8, 16, 32, 64))]
         assert EPS in parse_representation(config["representation"], "representation").eps
-        # Table A3: each of its columns read from an attack on the same 100 points; smoke and cpu run the
-        # ones without the optional foolbox extra
-        table_a3 = {(s.name, s.norm, s.eps, s.label): s.examples for s in suite if s.examples is not None}
-        columns = TABLES.get(f"{STUDY}-tablea3").columns
-        if profile != "paper":
-            columns = [c for c in columns if c.attack in ("autoattack", "pgd", "square")]
-        assert table_a3 == {(c.attack, c.norm, c.eps, c.attack_label or ""): 100 for c in columns}
-        # Table 2's columns: every sweep at paper, the PGD-L∞, FGSM, DDN and DeepFool ones at smoke and cpu
-        names = {(s.name, s.norm) for s in suite if s.sweep is not None or s.budgets}
-        wanted = {("pgd", "linf"), ("fgsm", "linf"), ("ddn", "l2"), ("deepfool", "linf")}
-        if profile == "paper":
-            wanted |= {("pgd", "l2"), ("pgd", "l1"), ("mim", "linf"), ("cw", "l2")}
-        assert names == wanted
+        assert_suite_feeds_tables_a3_and_2(suite, f"{STUDY}-tablea3", profile)
 
 
 @pytest.mark.parametrize("dataset", sorted(BLOCKS))
