@@ -124,8 +124,8 @@ TABLE2 = register_table(Table(
     notes=(
         "AUC = trapezoidal area under accuracy-vs-ε over the grid divided by the grid's width (1: accurate at "
         "every ε). Grids of Table A2 (MNIST): PGD-L∞ and FGSM ε ∈ {0, 0.1, 0.3, 0.35, 0.4, 0.45, 0.5} (PGD 40 "
-        "steps); PGD-L2 {0, 2, 5, 10} and PGD-L1 {0, 10, 50, 100, 200} (50 steps; the L1 grid's first value is "
-        "lost in the text, 0 chosen); MIM {0, 0.1, 0.3, 0.5, 0.8, 1} (40 steps).",
+        "steps); PGD-L2 {0, 2, 5, 10} and PGD-L1 {0, 10, 50, 100, 200} (50 steps; the text prints the L1 grid as "
+        "[10, 10, 50, 100, 200], its first 10 read as 0 like every other grid's first value); MIM {0, 0.1, 0.3, 0.5, 0.8, 1} (40 steps).",
         "Step sizes follow Foolbox, which the paper used: its step column is relative (0.033·ε for PGD-L∞, "
         "0.025·ε for L2/L1); MIM's step, ε/40, is chosen.",
         "DDN {0, 1, 2, 5} (100 steps), DeepFool L∞ {0, 0.1, 0.3, 0.35, 0.4, 0.45, 0.5} (50 steps) and C&W-L2 "

@@ -96,7 +96,7 @@ def register_cifar_tables(block: CifarBlock) -> None:
             "steps); DeepFool L∞ over the FGSM grid (50 steps).",
             "Table A2 prints one grid for PGD-L2, PGD-L1 and C&W, in cells shared by MNIST and CIFAR: read as both "
             "data sets' (chosen), PGD-L2 {0, 2, 5, 10} and PGD-L1 {0, 10, 50, 100, 200} (50 steps of 0.025·ε; the "
-            "L1 grid's first value is lost, 0 chosen), C&W-L2 {0, 0.5, 1, 1.5, 2} (100 steps of 0.05, 9 binary "
+            "text prints the L1 grid as [10, 10, 50, 100, 200], its first 10 read as 0), C&W-L2 {0, 0.5, 1, 1.5, 2} (100 steps of 0.05, 9 binary "
             "steps).",
             "DDN, DeepFool and C&W minimise ‖δ‖: as Foolbox does for them, each point's δ is cut to every ε of the "
             "grid (L2: rescaled; L∞: clamped) and the model re-evaluated there.",
