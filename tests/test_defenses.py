@@ -4,6 +4,7 @@ adversarial mixing, and build_defense's errors."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -85,10 +86,17 @@ def test_defenses_that_refuse_adversarial_mixing_are_few():
     assert set(DEFENSES.names()) - set(MIXABLE) <= {"afd"}
 
 
+PENALIZE_ORIGINALS = [name for name in MIXABLE if DEFENSES.get(name).penalizes_originals]
+
+
 @pytest.mark.parametrize("name", MIXABLE)
-@pytest.mark.parametrize(("fraction", "n_adv"), [(0.3, 3), (0.25, 2), (1.0, 10), (0.04, 0)])
+@pytest.mark.parametrize(("fraction", "n_adv"), [(0.3, 3), (0.25, 2), (1.0, 10), (0.95, 10), (0.04, 0)])
 def test_adversarial_mixing_replaces_exactly_the_first_examples(name, fraction, n_adv, monkeypatch):
-    # n_adv = round(fraction·B) with B = 10; Python rounds 2.5 to 2 and 0.4 to 0
+    # n_adv = round(fraction·B) with B = 10; Python rounds 2.5 to 2, 9.5 to 10 and 0.4 to 0
+    if name in PENALIZE_ORIGINALS:
+        if fraction >= 1:
+            pytest.skip("refused: the penalty needs original examples (test below)")
+        n_adv = min(n_adv, 9)  # one original example is always kept
     model, (x, y) = tiny_cnn().train(), batch(10)
     defense = build(name, adversarial={"fraction": fraction, "attack": FGSM})
     seen = {}
@@ -110,6 +118,27 @@ def test_adversarial_mixing_replaces_exactly_the_first_examples(name, fraction, 
     model.eval()
     expected = run_attack("fgsm", model, x[:n_adv], y[:n_adv], eps=0.1) if n_adv else x[:0]
     torch.testing.assert_close(x_mixed[:n_adv], expected)
+
+
+def test_gradient_penalties_are_the_jakubovitz_family():
+    assert set(PENALIZE_ORIGINALS) == {"jacobian", "input_gradient", "cross_lipschitz"}
+
+
+@pytest.mark.parametrize("name", PENALIZE_ORIGINALS)
+def test_gradient_penalties_see_only_the_original_examples(name):
+    # Jakubovitz & Giryes §5: the penalty on the original samples, not on the perturbed ones; the
+    # cross-entropy on the whole mixed batch
+    model, (x, y) = tiny_cnn(dropout=False).train(), batch(10)
+    _, mixed = build(name, adversarial={"fraction": 0.3, "attack": FGSM}).training_step(model, x, y)
+    _, originals = build(name).training_step(model, x[3:], y[3:])
+    assert mixed["loss"] - mixed["ce"] == pytest.approx(originals["loss"] - originals["ce"], rel=1e-4)
+    assert mixed["ce"] != pytest.approx(originals["ce"], rel=1e-4)
+
+
+@pytest.mark.parametrize("name", PENALIZE_ORIGINALS)
+def test_gradient_penalties_refuse_an_all_adversarial_batch(name):
+    with pytest.raises(ConfigError, match=re.escape("'defense.adversarial.fraction'")):
+        build(name, adversarial={"fraction": 1.0, "attack": FGSM})
 
 
 PGD = {"name": "pgd", "eps": 0.3, "steps": 4, "step_size": 0.1, "random_start": False}

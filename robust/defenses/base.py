@@ -19,7 +19,13 @@ training mini-batch (10–50% of 500 there, generated with DeepFool). Chosen her
 round(fraction·B) examples of the batch (Python's round, half to even) are *replaced* by their
 adversarial versions, so the batch size stays B; the loader shuffles, so which examples is
 random. The attack runs on the current model in eval mode (dropout off, BatchNorm running
-statistics) with parameter gradients off; both are restored afterwards, even on errors.
+statistics) with parameter gradients off; both are restored afterwards, even on errors. The
+cross-entropy sees the whole mixed batch; the gradient penalties (Jacobian, input gradient,
+cross-Lipschitz) see only its unperturbed examples (``Defense.unperturbed``): "the optimal
+results are obtained by applying the Jacobian regularization on the original input samples ...
+and not on perturbed input samples" (Jakubovitz & Giryes §5). Those defenses
+(``penalizes_originals``) require ``fraction`` < 1 and keep at least one original example in
+every batch.
 
 ε warm-up (optional ``adversarial.warmup_epochs: W``): the attack's ``eps`` and ``step_size``
 are scaled by min(1, e/W) in epoch e (0-based): the first epoch trains on clean examples only
@@ -152,24 +158,31 @@ class Defense:
     divergence_limits: ClassVar[dict[str, float]] = {}
     # whether the trainer may run training_step under bf16 autocast (module docstring)
     supports_amp: ClassVar[bool] = False
+    # whether ``loss`` adds a penalty over the batch's original examples only (``unperturbed``)
+    penalizes_originals: ClassVar[bool] = False
     # set by the trainer of a multi-process run: averages the given parameters' .grad over the processes
     gradient_sync: Callable[[list[torch.Tensor]], None] | None = None
 
     def __init__(self, *, adversarial: dict | None = None):
         self.adversarial = None if adversarial is None else AdversarialMix.from_params(adversarial)
+        if self.penalizes_originals and self.adversarial is not None and self.adversarial.fraction >= 1:
+            raise ConfigError(f"{KEY}.adversarial.fraction", f"must be < 1 for defense {self.name!r}: its penalty "
+                              f"is computed on the batch's original examples, got {self.adversarial.fraction!r}")
         # the ε warm-up's factor in the current epoch (set by start_epoch; 1 without a warm-up)
         self.adversarial_scale = 1.0
         # set by the trainer before training; every random draw of the defense uses it
         self.generator: torch.Generator | None = None
+        # how many leading examples of the batch ``loss`` receives are adversarial (training_step)
+        self.n_perturbed = 0
 
     def training_step(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar loss with its graph attached, and float logs, for one batch."""
-        x, n_adv = self.mix_adversarial(model, x, y)
+        x, self.n_perturbed = self.mix_adversarial(model, x, y)
         loss, logs = self.loss(model, x, y)
         if self.adversarial is not None:
-            logs["adv_fraction"] = n_adv / len(x)
+            logs["adv_fraction"] = self.n_perturbed / len(x)
             if self.adversarial.warmup_epochs is not None:
                 logs["adv_eps"] = float(self.adversarial.settings["eps"] * self.adversarial_scale)
         return loss, logs
@@ -177,6 +190,8 @@ class Defense:
     def mix_adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The batch with its first round(fraction·B) examples replaced by adversarial ones."""
         n_adv = 0 if self.adversarial is None else round(self.adversarial.fraction * len(x))
+        if self.penalizes_originals:
+            n_adv = min(n_adv, len(x) - 1)
         if n_adv == 0 or self.adversarial_scale == 0:  # the first epoch of an ε warm-up is clean
             return x, 0
         mix = self.adversarial
@@ -187,6 +202,11 @@ class Defense:
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
+
+    def unperturbed(self, per_example: torch.Tensor) -> torch.Tensor:
+        """The entries of a per-example tensor of the batch ``loss`` receives that belong to its
+        original examples (all of them without adversarial mixing)."""
+        return per_example[self.n_perturbed:]
 
     def start_epoch(self, epoch: int, epochs: int, *, lr_factor: float) -> None:
         """Called by the trainer before epoch ``epoch`` (0-based) of ``epochs``.

@@ -45,6 +45,7 @@ class CrossLipschitzRegularization(Defense):
     """Params: ``lambda`` (→ argument ``lam``, ≥ 0, required), ``adversarial`` (optional)."""
 
     example_params = {"lambda": 0.01}
+    penalizes_originals = True
 
     def __init__(self, *, lam: float, adversarial: dict | None = None):
         super().__init__(adversarial=adversarial)
@@ -56,6 +57,6 @@ class CrossLipschitzRegularization(Defense):
         x = x.detach().requires_grad_(True)
         logits = model(x)
         ce = F.cross_entropy(logits, y)
-        penalty = cross_lipschitz_from_jacobian(jacobian_from_logits(logits, x, create_graph=True))
+        penalty = self.unperturbed(cross_lipschitz_from_jacobian(jacobian_from_logits(logits, x, create_graph=True)))
         loss = ce + self.lam * penalty.mean()
         return loss, {"ce": ce.item(), "cross_lipschitz": penalty.detach().mean().item(), "loss": loss.item()}

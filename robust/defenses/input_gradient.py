@@ -64,6 +64,7 @@ class InputGradientRegularization(Defense):
     ``adversarial`` (optional)."""
 
     example_params = {"lambda": 0.1}
+    penalizes_originals = True
 
     def __init__(self, *, lam: float, reduction: str = "sum", adversarial: dict | None = None):
         super().__init__(adversarial=adversarial)
@@ -79,7 +80,7 @@ class InputGradientRegularization(Defense):
         logits = model(x)
         # the library's mean reduction, so λ = 0 is bit for bit the plain cross-entropy
         ce = F.cross_entropy(logits, y)
-        sq = input_gradient_sq(logits, x, y, create_graph=True)
+        sq = self.unperturbed(input_gradient_sq(logits, x, y, create_graph=True))
         loss = ce + self.lam * REDUCTIONS[self.reduction](sq)
         norm = sq.detach().sqrt().mean()
         return loss, {"ce": ce.item(), "input_gradient_norm": norm.item(), "loss": loss.item()}

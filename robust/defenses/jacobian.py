@@ -81,6 +81,7 @@ class JacobianRegularization(Defense):
     ``adversarial`` (optional)."""
 
     example_params = {"lambda": 0.1}
+    penalizes_originals = True
 
     def __init__(
         self,
@@ -124,12 +125,13 @@ class JacobianRegularization(Defense):
             logits = model(x)
         outputs = hidden[0] if hidden else logits
         ce = F.cross_entropy(logits, y)
+        reduction = REDUCTIONS[self.reduction]
         penalty, sq = jacobian_penalty(
-            outputs, x, REDUCTIONS[self.reduction], params, chunk_size=self._chunk_size(outputs, x, saved),
-            projections=self.projections, generator=self.generator,
+            outputs, x, lambda sq: reduction(self.unperturbed(sq)), params,
+            chunk_size=self._chunk_size(outputs, x, saved), projections=self.projections, generator=self.generator,
         )
         loss = ce + self.lam * penalty
-        norm = sq.clamp_min(0).sqrt().mean()
+        norm = self.unperturbed(sq).clamp_min(0).sqrt().mean()
         return loss, {"ce": ce.item(), "jacobian_norm": norm.item(), "loss": loss.item()}
 
     def _regularized_output(self, model: nn.Module) -> contextlib.AbstractContextManager[list[torch.Tensor]]:

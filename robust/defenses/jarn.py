@@ -17,7 +17,7 @@ The Jacobian is differentiated again (double backpropagation), so L_adv reaches 
 parameters through ∇ₓ.
 
 Faithful: uniform input noise U(−ε, ε), clipped to [0, 1], at every training step (the official
-``--img_random_pert``, also before JARN starts); JARN only for the last ``1 − start_fraction`` of
+``--img_random_pert``, also before JARN starts, where §3 speaks of noise "during JARN training"); JARN only for the last ``1 − start_fraction`` of
 training (§3: the last 25%; the official CIFAR-10 run: the last 20k of 160k steps, fraction
 0.875); the discriminator updated once every ``disc_every`` JARN steps, starting with the first
 (§4: 10 MNIST, 20 SVHN/CIFAR-10); its architecture (``JarnConvDiscriminatorModel``: per-example

@@ -10,7 +10,8 @@ sign of g_i does not matter in the quadratic form; g_i is taken as the gradient 
 cross-entropy, exact per example when examples do not interact (no BatchNorm in train mode).
 
 ``sgr``: Σ is the running second-moment matrix of adversarial perturbations ξ (eq. 14, decay
-``beta`` = 0.1, the paper's value, §3.3 footnote), updated every ``update_every`` steps (§3.3:
+``beta`` = 0.1: §3.3's footnote gives the value used in all experiments, lost in the seed text; 0.1 is
+the ICLR 2019 version's), updated every ``update_every`` steps (§3.3:
 "not necessary to update at every training step") from ``covariance_from``:
 
 - ``grad``: the loss gradients g_i of the step (variant "sgr_grad", (a) in §4.1);

@@ -14,7 +14,9 @@ Faithful: the KL direction, ξ-scaled finite-difference power iteration (1 itera
 paper's experiments), ε in input units, λ (the paper's α) = 1 by default.
 Chosen: ξ = 1e-6 (the paper's value; it is read in input units here, where the inputs are
 [0, 1] pixels); the direction search runs on the model in eval mode with frozen parameters
-(as every attack here); the KL term itself uses the mode the trainer left; x + r is not
+(as every attack here); the KL term itself uses the mode the trainer left, so on a network with
+BatchNorm its perturbed pass would update the running statistics (the official code's does not;
+the studies' VAT networks have none); x + r is not
 clipped to [0, 1] (VAT perturbs freely). Randomness only from ``self.generator``.
 """
 
