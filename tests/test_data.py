@@ -149,6 +149,16 @@ def test_a_dataset_may_replace_its_name_and_sizes_for_one_profile(tmp_path):
     assert prepare_dataset(params, "cifar10", tmp_path / "cpu")["counts"] == {"train": 60, "test": 40}
 
 
+@pytest.mark.parametrize("profile, name", [("smoke", "digits"), ("cpu", "mnist10k"), ("paper", "mnist")])
+def test_the_main_run_reads_each_profiles_dataset(monkeypatch, tmp_path, profile, name):
+    # `dvc exp run -S profile=cpu` needs no other setting to read real MNIST offline
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    read = {}
+    monkeypatch.setattr(data, "prepare", lambda dataset, *args, **kwargs: read.setdefault("name", dataset))
+    prepare_dataset({**params, "profile": profile}, "data", tmp_path)
+    assert read["name"] == name
+
+
 @pytest.mark.parametrize("change, key", [
     ({"profiles": {"smoke": {"epochs": 3}}}, "cifar10.profiles.smoke.epochs"),
     ({"profiles": {"smoke": {"name": "digits", "max_train": 0}}}, "cifar10.profiles.smoke.max_train"),
