@@ -132,7 +132,8 @@ TABLE2 = register_table(Table(
         "{0, 0.5, 1, 1.5, 2} (100 steps of 0.05, 9 binary steps) minimise ‖δ‖: as Foolbox does for them, each "
         "point's δ is cut to every ε of the grid (L2: rescaled; L∞: clamped) and the model re-evaluated there. "
         "A point the attack does not flip counts as robust at every ε.",
-        "The smoke profile runs the PGD-L∞, FGSM, DDN and DeepFool columns.",
+        "The smoke and cpu profiles run the PGD-L∞, FGSM, DDN and DeepFool columns; PGD-L2, PGD-L1, MIM "
+        "and C&W run at the paper profile.",
     ),
 ))
 
@@ -154,7 +155,7 @@ TABLEA3 = register_table(Table(
         "robust.attacks.external gives the reasons). The smoke profile runs AutoAttack with 10 steps and 100 Square "
         "queries, and neither Boundary nor B&B.",
         "The seed text prints TRADES's AutoAttack cell as \"$\\overline{2}$\", read as 2.",
-        "Boundary and B&B (cpu and paper profiles) run through Foolbox, which B&B runs with numba: "
+        "Boundary and B&B (the paper profile; smoke and cpu leave them out) run through Foolbox, which B&B runs with numba: "
         "`pip install 'robust[foolbox]'`. Without it their cells stay empty.",
         "With 100 points one example is one percentage point. The last two columns are not in the paper: Table "
         "1's PGD-L∞ (40 steps of 0.01; smoke 10) and the Square attack (5,000 queries; smoke 100), AutoAttack's "
@@ -249,6 +250,7 @@ TABLEA7 = register_table(Table(
         "π/2 = orthogonal.",
         "Chosen (the text keeps only the caption): the rows, the reference, and each attack's budget — FGSM and "
         "MIM at ε 0.3, PGD-L2 at 2 and PGD-L1 at 10 (50 steps), DDN, DeepFool L∞ and C&W as in Table 2, at "
-        "their minimal δ. The smoke profile runs FGSM, DDN and DeepFool against its 10-step PGD.",
+        "their minimal δ. The smoke profile runs FGSM, DDN and DeepFool against its 10-step PGD, the cpu profile "
+        "the same three against the 40-step PGD; the other angles need the paper profile.",
     ),
 ))

@@ -40,11 +40,12 @@ TABLE1_NOTES = (
     "Test error = 100 − clean accuracy %. ρ_adv = mean over all evaluated points of ‖δ‖₂/‖x‖₂ for the "
     "attack's minimal δ; misclassified points count 0 (the official test.py).",
     "DeepFool and the high-confidence attack: 500 iterations, every step clipped to 0.1 in L2, box [0, 1]; "
-    "C&W-L2: 1,000 iterations, 9 binary steps (§5 and the official scripts).",
+    "C&W-L2: 1,000 iterations, 9 binary steps (§5 and the official scripts); the cpu profile leaves C&W "
+    "out (over 20 min per model here), so its C&W column stays empty there.",
     "Every row trains from scratch with its defense; the paper reports 10 runs per row, we show mean ± "
     "standard deviation over the seeds listed in studies/matyasko2018.yaml.",
-    "Not in the text, chosen: the baselines' learning rate and schedule (the critic's), AT as half-adversarial "
-    "batches. Margin maximisation [19] as in the authors' code for it: multiclass hinge + λ·margin sensitivity.",
+    "Not in the text, chosen: the baselines' learning rate and schedule (the authors' baseline scripts: Adam "
+    "1e-3, ×0.95 per epoch), AT as half-adversarial batches (eq. 2's expected gradient, halved). Margin maximisation [19] as in the authors' code for it: multiclass hinge + λ·margin sensitivity.",
 )
 
 
