@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -24,38 +25,58 @@ def cli() -> None:
 @cli.command()
 @click.option("--table", "table_id", default=None,
               help="print one paper table, e.g. jakubovitz2018-table3, or a leaderboard, e.g. leaderboard-digits")
+@click.option("--run", "run_id", default=None, help="print every metric of one run, e.g. main")
 @click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
               type=click.Path(path_type=Path, file_okay=False))
-def report(table_id: str | None, metrics_dir: Path) -> None:
-    """Print the summary of every run, or one paper table beside the paper's numbers."""
-    if table_id is not None and table_id.startswith("leaderboard-"):
-        path = metrics_dir / "leaderboard" / f"{table_id}.md"
-        if not path.exists():
-            pages = sorted(page.stem for page in (metrics_dir / "leaderboard").glob("leaderboard-*.md"))
-            raise click.BadParameter(f"no {path}; leaderboards: {', '.join(pages) or 'none yet (run `dvc repro`)'}",
-                                     param_hint="--table")
-        click.echo(path.read_text())
-        return
+def report(table_id: str | None, run_id: str | None, metrics_dir: Path) -> None:
+    """Print the main run's metrics and the status of every table; or one table; or one run."""
+    if table_id is not None and run_id is not None:
+        raise click.UsageError("give --table or --run, not both")
     if table_id is not None:
-        try:
-            TABLES.get(table_id)
-        except ConfigError as error:
-            raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--table") from None
-        path = metrics_dir / "tables" / f"{table_id}.md"
-        if not path.exists():
-            raise click.ClickException(f"{path} does not exist: run `dvc repro` first")
-        click.echo(path.read_text())
+        click.echo(_table_page(table_id, metrics_dir))
         return
     summary_path = metrics_dir / "summary.json"
     if not summary_path.exists():
         raise click.ClickException(f"{summary_path} does not exist: run `dvc repro` first")
     summary = json.loads(summary_path.read_text())
-    metrics = sorted({name for values in summary.values() for name in values})
-    rows = [[run, *(_fmt(values.get(name)) for name in metrics)] for run, values in sorted(summary.items())]
-    click.echo(tabulate(rows, headers=["run", *metrics], tablefmt="simple"))
+    if run_id is not None:
+        if run_id not in summary:
+            close = difflib.get_close_matches(run_id, summary, n=5, cutoff=0.5)
+            hint = f"close: {', '.join(close)}" if close else f"{len(summary)} runs in {summary_path}"
+            raise click.BadParameter(f"no run {run_id!r} ({hint})", param_hint="--run")
+        click.echo(_run_metrics(run_id, summary[run_id]))
+        return
+    if "main" in summary:
+        click.echo(_run_metrics("main", summary["main"]) + "\n")
     for index in (metrics_dir / "tables" / "README.md", metrics_dir / "leaderboard" / "README.md"):
         if index.exists():
-            click.echo("\n" + index.read_text())
+            click.echo(index.read_text())
+    click.echo(f"One table: robust report --table <id>. One run's metrics: robust report --run <id> "
+               f"({len(summary)} runs in {summary_path}).")
+
+
+def _table_page(table_id: str, metrics_dir: Path) -> str:
+    if table_id.startswith("leaderboard-"):
+        path = metrics_dir / "leaderboard" / f"{table_id}.md"
+        if not path.exists():
+            pages = sorted(page.stem for page in (metrics_dir / "leaderboard").glob("leaderboard-*.md"))
+            raise click.BadParameter(f"no {path}; leaderboards: {', '.join(pages) or 'none yet (run `dvc repro`)'}",
+                                     param_hint="--table")
+        return path.read_text()
+    try:
+        TABLES.get(table_id)
+    except ConfigError as error:
+        raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--table") from None
+    path = metrics_dir / "tables" / f"{table_id}.md"
+    if not path.exists():
+        raise click.ClickException(f"{path} does not exist: run `dvc repro` first")
+    return path.read_text()
+
+
+def _run_metrics(run_id: str, values: dict[str, float | None]) -> str:
+    """One run's metrics, one per line: a run has dozens, too many for the columns of a terminal."""
+    rows = [[name, _fmt(value)] for name, value in sorted(values.items())]
+    return f"run {run_id}\n" + tabulate(rows, headers=["metric", "value"], tablefmt="simple", disable_numparse=True)
 
 
 @cli.command()
@@ -91,5 +112,7 @@ def check(root: Path) -> None:
     click.echo(", ".join(f"{len(items)} {section}" for section, items in index.items()) + ": all references resolve")
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}"
+def _fmt(value: float | int | None) -> str:
+    if value is None:
+        return "—"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
