@@ -79,6 +79,19 @@ def test_chunks_give_the_same_penalty_and_parameter_gradients(reduction):
     assert grads[0].abs().sum() > 1e-3
 
 
+@pytest.mark.parametrize("reduction", sorted(REDUCTIONS))
+def test_chunks_match_when_the_penalty_skips_the_perturbed_examples(reduction):
+    # the "& AT" rows reduce over the batch's original examples only (Defense.unperturbed)
+    model, (x, _) = net(), inputs()
+    reduce = lambda sq: REDUCTIONS[reduction](sq[2:])  # noqa: E731 - the defense's own shape
+    value, grads = plain_reference(model, x, reduce)
+    for chunk_size in (1, K):
+        got_value, _, got_grads = penalty_and_grads(model, x, reduce, chunk_size)
+        torch.testing.assert_close(got_value, value, rtol=1e-12, atol=0)
+        for got, expected in zip(got_grads, grads):
+            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-13)
+
+
 def test_chunks_of_random_projections_match():
     model, (x, _) = net(), inputs()
     reduce = REDUCTIONS["mean"]
