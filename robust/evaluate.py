@@ -21,7 +21,10 @@ Metrics per attack (and per ε of a sweep):
 - ``rho_adv`` (minimal-perturbation attacks only; Jakubovitz & Giryes §4.1, Moosavi-Dezfooli
   et al.) — the mean over *all* N points of ‖δ_i‖/‖x_i‖ for the attack's minimal δ_i, in the
   norm it minimises; points misclassified without attack contribute 0 (δ = 0), as in the
-  adversary-critic evaluation code;
+  adversary-critic evaluation code, and so do points the attack fails to flip (it returns x);
+- ``rho_adv_converged`` (the same attacks) — ρ_adv without the points the attack failed to flip,
+  the mean over the others: the adversary-critic evaluation filters C&W's non-converged samples
+  (its ``test_carlini.py``), which matters for an attack that may stop short of the boundary;
 - ``auc`` (once per sweep, i.e. a suite entry whose ``eps`` is a list) — the trapezoidal area
   under accuracy-vs-ε over the grid, divided by the grid's width so that a model accurate at
   every ε scores 1 (AFD Table 2: "normalized to have a maximum allowable value of 1").
@@ -284,8 +287,10 @@ def outcome_rows(outcome: Outcome, x: torch.Tensor, correct: torch.Tensor) -> li
     rows += [_row(spec, "mean_norm", fooled.mean() if len(fooled) else nan, n),
              _row(spec, "median_norm", fooled.median() if len(fooled) else nan, n)]
     if spec.name in MINIMAL_PERTURBATION:
-        size = _sizes(spec, x).clamp_min(1e-12)
-        rows.append(_row(spec, "rho_adv", (outcome.norms * correct / size).mean(), n))
+        relative = outcome.norms * correct / _sizes(spec, x).clamp_min(1e-12)
+        converged = ~correct | outcome.flipped
+        rows += [_row(spec, "rho_adv", relative.mean(), n),
+                 _row(spec, "rho_adv_converged", relative[converged].mean() if converged.any() else nan, n)]
     rows += [_row(spec, kind, values.mean(), n) for kind, values in outcome.jacobian.items()]
     return rows + budget_rows(outcome)
 

@@ -55,6 +55,22 @@ def test_rho_adv_counts_misclassified_points_as_zero():
     assert half < full
 
 
+def test_rho_adv_converged_leaves_out_the_points_the_attack_failed_on(monkeypatch):
+    # C&W returns x where it finds no adversarial example: 0 in rho_adv, left out of rho_adv_converged
+    x, y = _data()
+    real = evaluate_module.run_attack
+
+    def fails_on_even_points(name, model, xb, yb, generator=None, **settings):
+        x_adv = real(name, model, xb, yb, generator=generator, **settings)
+        x_adv[::2] = xb[::2]
+        return x_adv
+
+    monkeypatch.setattr(evaluate_module, "run_attack", fails_on_even_points)
+    values = _values(evaluate(_linear_model(), x, y, SUITE[1:], batch_size=16, seed=0).rows)
+    assert values["deepfool", "accuracy"] == 0.5
+    assert values["deepfool", "rho_adv_converged"] == pytest.approx(2 * values["deepfool", "rho_adv"], rel=1e-6)
+
+
 def test_an_attack_exceeding_its_budget_is_refused(monkeypatch):
     x, y = _data()
     monkeypatch.setattr(evaluate_module, "run_attack",
