@@ -102,8 +102,9 @@ def panel_curve(rows: pd.DataFrame, panel: Panel, *, run: str, key: str) -> pd.S
     clean = rows[rows.attack == "clean"]
     if clean.empty:
         raise ConfigError(f"{key}.runs.{run}", "its results have no clean accuracy")
-    curve = pd.concat([pd.Series([clean.value.iloc[0]], index=[0.0]),
-                       picked.set_index("eps").value.sort_index()])
+    swept = picked.set_index("eps").value.sort_index()
+    # the clean accuracy stands at ε = 0 unless the grid has its own point there
+    curve = swept if (swept.index == 0).any() else pd.concat([pd.Series([clean.value.iloc[0]], index=[0.0]), swept])
     curve.index.name = "eps"
     return curve
 

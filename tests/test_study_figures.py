@@ -30,7 +30,7 @@ from PIL import Image
 from prototypes import fit
 
 from robust import data
-from robust.accuracy_curves import accuracy_curves, parse_panels
+from robust.accuracy_curves import accuracy_curves, panel_curve, parse_panels
 from robust.errors import ConfigError
 from robust.input_gradients import (class_gradient_matrix, class_gradient_norms, display_normalized,
                                     off_diagonal, true_class_gradient)
@@ -468,6 +468,15 @@ def test_accuracy_curves_read_white_box_accuracy_by_eps_from_the_clean_point(set
         assert curves["PGD (5 steps)"][label].to_dict() == pytest.approx({0.0: clean, 0.1: clean / 3, 0.3: clean / 8})
     with pytest.raises(ConfigError, match="over two or more ε"):  # the sanity check's single ε is no curve
         accuracy_curves(setup["results_dir"], RUNS, parse_panels([{"attack": "pgd", "steps": 20}], "p"), "f")
+
+
+def test_a_grid_with_its_own_zero_has_one_point_there():
+    # AFD's sweeps and budgets start at ε = 0: that point is the curve's, not a second clean point
+    rows = pd.DataFrame({"attack": ["clean", "pgd", "pgd", "pgd"], "eps": [None, 0.0, 0.1, 0.3],
+                         "norm": ["", "linf", "linf", "linf"], "steps": [None, 40, 40, 40], "label": ["", "", "", ""],
+                         "value": [0.99, 0.98, 0.5, 0.1]})
+    curve = panel_curve(rows, parse_panels([{"attack": "pgd"}], "p")[0], run="r", key="f")
+    assert curve.to_dict() == {0.0: 0.98, 0.1: 0.5, 0.3: 0.1}
 
 
 def test_accuracy_curves_settings_errors_name_the_key(setup, tmp_path):

@@ -122,3 +122,13 @@ def test_a_row_of_several_seeds_shows_mean_and_standard_deviation():
     assert cells[1] == "92.00 ± 2.83"  # sample standard deviation of 90 and 94
     assert cells[3] == "-7.08"  # the difference is the mean's
     assert cells[-1] == "smoke / digits, 2 of 3 seeds"
+
+
+def test_a_seed_whose_value_is_undefined_is_left_out_of_mean_and_deviation():
+    table = TABLES.get("jakubovitz2018-table3")
+    seeds = ("none-s0", "none-s1", "none-s2")
+    table = dataclasses.replace(table, rows=(dataclasses.replace(table.rows[0], run=seeds),))
+    results = pd.DataFrame([r for run, rho in zip(seeds, (0.20, 0.24, math.nan)) for r in _rows(run, rho=rho)])
+    line = next(line for line in render_table(table, results).splitlines() if line.startswith("| No defense"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[4] == "22.00 ± 2.83"  # ×10⁻², the two defined seeds only

@@ -113,8 +113,11 @@ def cell_value(results: pd.DataFrame, run: str, column: Column) -> float | None:
 
 
 def cell_stats(results: pd.DataFrame, runs: tuple[str, ...], column: Column) -> tuple[float | None, float | None]:
-    """Mean over the row's runs that have a value, and the sample standard deviation (None below 2 values)."""
-    values = [v for v in (cell_value(results, run, column) for run in runs) if v is not None]
+    """Mean over the row's runs that have a value, and the sample standard deviation (None below 2 values).
+
+    A NaN (a metric undefined for that run, e.g. a mean norm with no point flipped) is no value: the
+    mean and the deviation are over the same runs."""
+    values = [v for v in (cell_value(results, run, column) for run in runs) if v is not None and not math.isnan(v)]
     if not values:
         return None, None
     spread = pd.Series(values).std() if len(values) > 1 else None
