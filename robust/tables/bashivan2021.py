@@ -130,9 +130,8 @@ TABLE2 = register_table(Table(
         "0.025·ε for L2/L1); MIM's step, ε/40, is chosen.",
         "DDN {0, 1, 2, 5} (100 steps), DeepFool L∞ {0, 0.1, 0.3, 0.35, 0.4, 0.45, 0.5} (50 steps) and C&W-L2 "
         "{0, 0.5, 1, 1.5, 2} (100 steps of 0.05, 9 binary steps) minimise ‖δ‖: as Foolbox does for them, each "
-        "point's δ is cut to every ε of the grid (L2: rescaled; L∞: clamped) and the model re-evaluated there. "
-        "The model is re-evaluated at each cut point (as Foolbox 3 does), also for a point the attack did "
-        "not flip: its last iterate, cut, may still be misclassified.",
+        "point's δ is cut to every ε of the grid (L2: rescaled; L∞: clamped) and the model re-evaluated there, "
+        "also for a point the attack did not flip: its last iterate, cut, may still be misclassified.",
         "The smoke and cpu profiles run the PGD-L∞, FGSM, DDN and DeepFool columns; PGD-L2, PGD-L1, MIM "
         "and C&W run at the paper profile.",
     ),
