@@ -220,18 +220,20 @@ def sensitivity_and_gradients(sensitivity: Mapping[str, pd.DataFrame], matrices:
         colours = matplotlib.colormaps[MATRIX_COLOURS].with_extremes(bad="lightgrey")
         axes = right.subplots(grid_rows, grid_columns, squeeze=False).flatten()
         image = None
+        ticks = class_ticks(k)
+        tick_labels = [classes[i] for i in ticks]
+        # the true class's own gradient, outside the colour scale, as a number where the cells have room
+        numbered = range(k) if k <= MAX_LABELLED_CLASSES else ()
         for ax, (name, matrix) in zip(axes, matrices.items()):
             image = ax.imshow(off_diagonal(matrix).numpy(), cmap=colours, vmin=low, vmax=high,
                               interpolation="nearest")
-            # the true class's own gradient, outside the colour scale, as a number where the cells have room
-            for t in range(k) if k <= MAX_LABELLED_CLASSES else ():
+            for t in numbered:
                 value = float(matrix[t, t])
                 ax.text(t, t, "—" if not np.isfinite(value) else f"{value:.1f}", ha="center", va="center",
                         fontsize=4.5, color="dimgrey")
             ax.set_title(name, fontsize=9)
-            ticks = class_ticks(k)
-            ax.set_xticks(ticks, [classes[i] for i in ticks], fontsize=6)
-            ax.set_yticks(ticks, [classes[i] for i in ticks], fontsize=6)
+            ax.set_xticks(ticks, tick_labels, fontsize=6)
+            ax.set_yticks(ticks, tick_labels, fontsize=6)
             ax.set_xlabel("class i", fontsize=7, labelpad=1)
             ax.set_ylabel("true class t", fontsize=7, labelpad=1)
         for ax in axes[len(matrices):]:
