@@ -1,11 +1,11 @@
-"""The cross-paper leaderboard: every defense on one network, one attack suite and one budget.
+"""The cross-paper leaderboards: every defense on one network, one attack suite and one budget.
 
-None of the five papers compares its defense with the others' on equal footing. The study
-``studies/leaderboard.yaml`` trains each defense from scratch on the same network with the same
-schedule; this module renders its results: one row per defense, ranked by AutoAttack accuracy (the
-attack least fooled by gradient masking; ties broken by PGD-L∞, PGD-L2, then DeepFool ρ_adv), with
-every number read from the tidy results rows and a ⚠ on any cell a sanity check questions
-(``robust audit``).
+None of the five papers compares its defense with the others' on equal footing. Each leaderboard
+study (``studies/leaderboard.yaml`` on the main run's data, ``studies/leaderboard-cifar10.yaml`` on
+CIFAR-10) trains each defense from scratch on the same network with the same schedule; this module
+renders their results: one row per defense, ranked by AutoAttack accuracy (the attack least fooled by
+gradient masking; ties broken by PGD-L∞, PGD-L2, then DeepFool ρ_adv), with every number read from
+the tidy results rows and a ⚠ on any cell a sanity check questions (``robust audit``).
 
 The training-cost column is wall-clock time (seconds per epoch ÷ the standard model's, both
 measured by the same pipeline on the same machine): it is not byte-reproducible, which is why the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,26 +25,52 @@ from tabulate import tabulate
 from robust.io import save_text
 from robust.tables import Column, cell_flagged, cell_value, format_cell
 
-STUDY = "leaderboard"
 REFERENCE = "standard"  # the defense whose training cost is 1.0 and whose examples feed the transfer column
-PREFIX = f"{STUDY}-"
-
-# the study's budgets (studies/leaderboard.yaml): the attack stage also writes PGD rows of its own
-# large-ε sanity check, which the ε keeps out of these cells
-LINF_EPS, L2_EPS = 0.3, 2.0
-COLUMNS = (
-    Column("clean %", "clean", "accuracy", scale=100),
-    Column("FGSM %", "fgsm", "accuracy", scale=100, eps=LINF_EPS),
-    Column("PGD-L∞ %", "pgd", "accuracy", scale=100, norm="linf", eps=LINF_EPS),
-    Column("PGD-L2 %", "pgd", "accuracy", scale=100, norm="l2", eps=L2_EPS),
-    Column("AutoAttack %", "autoattack", "accuracy", scale=100, eps=LINF_EPS),
-    Column(f"PGD-L∞ from {REFERENCE} %", "pgd", "accuracy", scale=100, attack_label="pgd-transfer",
-           eps=LINF_EPS, source=PREFIX + REFERENCE),
-    Column("DeepFool ρ_adv ×10²", "deepfool", "rho_adv", scale=100),
-    Column("C&W ρ_adv ×10²", "cw", "rho_adv", scale=100),
-)
-# ties (common at a reduced scale, where every model may fall to 0% at ε = 0.3) go to the next column
+# ties (common at a reduced scale, where every model may fall to 0% at the study's ε) go to the next column
 RANK_BY = ("AutoAttack %", "PGD-L∞ %", "PGD-L2 %", "DeepFool ρ_adv ×10²")
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """One leaderboard study and the budgets of its attack suite.
+
+    The attack stage also writes PGD rows of its own large-ε sanity check, which the budgets keep out of
+    the cells. ``page`` names the study's page; None: one page per dataset the study ran on,
+    ``<study>-<dataset>`` (the main run's study follows params.yaml's data, digits at smoke).
+    """
+
+    study: str
+    linf_eps: float
+    l2_eps: float
+    page: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.study}-"
+
+    def page_name(self, dataset: str) -> str:
+        return self.page or f"{self.study}-{dataset}"
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return (
+            Column("clean %", "clean", "accuracy", scale=100),
+            Column("FGSM %", "fgsm", "accuracy", scale=100, eps=self.linf_eps),
+            Column("PGD-L∞ %", "pgd", "accuracy", scale=100, norm="linf", eps=self.linf_eps),
+            Column("PGD-L2 %", "pgd", "accuracy", scale=100, norm="l2", eps=self.l2_eps),
+            Column("AutoAttack %", "autoattack", "accuracy", scale=100, eps=self.linf_eps),
+            Column(f"PGD-L∞ from {REFERENCE} %", "pgd", "accuracy", scale=100, attack_label="pgd-transfer",
+                   eps=self.linf_eps, source=self.prefix + REFERENCE),
+            Column("DeepFool ρ_adv ×10²", "deepfool", "rho_adv", scale=100),
+            Column("C&W ρ_adv ×10²", "cw", "rho_adv", scale=100),
+        )
+
+
+# the budgets of the studies' attack suites (tests/test_leaderboard.py holds them to the study files)
+LEADERBOARDS = (
+    Leaderboard("leaderboard", linf_eps=0.3, l2_eps=2.0),
+    Leaderboard("leaderboard-cifar10", linf_eps=8 / 255, l2_eps=0.5, page="leaderboard-cifar10"),
+)
 
 
 def seconds_per_epoch(costs_dir: Path, base: str) -> float | None:
@@ -52,13 +79,14 @@ def seconds_per_epoch(costs_dir: Path, base: str) -> float | None:
     return json.loads(path.read_text())["seconds_per_epoch"] if path.exists() else None
 
 
-def leaderboard_frame(results: pd.DataFrame, runs: list[str], costs: Mapping[str, float | None]) -> pd.DataFrame:
+def leaderboard_frame(board: Leaderboard, results: pd.DataFrame, runs: list[str],
+                      costs: Mapping[str, float | None]) -> pd.DataFrame:
     """One row per run: every column's value (None where missing), its flag, and the relative cost."""
-    reference = costs.get(PREFIX + REFERENCE)
+    reference = costs.get(board.prefix + REFERENCE)
     rows = []
     for run in runs:
-        row = {"defense": run.removeprefix(PREFIX)}
-        for column in COLUMNS:
+        row = {"defense": run.removeprefix(board.prefix)}
+        for column in board.columns:
             value = cell_value(results, run, column)
             row[column.label] = value
             row[f"{column.label} flagged"] = value is not None and cell_flagged(results, run, column)
@@ -76,43 +104,46 @@ def leaderboard_frame(results: pd.DataFrame, runs: list[str], costs: Mapping[str
     return ranked.drop(columns="trusted").reset_index(drop=True)
 
 
-def render_leaderboard(results: pd.DataFrame, dataset: str, costs: Mapping[str, float | None]) -> str:
-    """GitHub markdown for the leaderboard runs evaluated on ``dataset``."""
+def render_leaderboard(board: Leaderboard, results: pd.DataFrame, dataset: str,
+                       costs: Mapping[str, float | None]) -> str:
+    """GitHub markdown for the runs of ``board``'s study evaluated on ``dataset``."""
     on_dataset = results[results.dataset == dataset]
-    own = on_dataset[(on_dataset.study == STUDY) & (on_dataset.source == "")]
+    own = on_dataset[(on_dataset.study == board.study) & (on_dataset.source == "")]
     runs = sorted(own.run.unique())
-    frame = leaderboard_frame(on_dataset, runs, costs)
+    frame = leaderboard_frame(board, on_dataset, runs, costs)
     profiles = ", ".join(sorted(own.profile.unique()))
     body = [[rank, row["defense"],
-             *(format_cell(row[column.label], column.digits, row[f"{column.label} flagged"]) for column in COLUMNS),
+             *(format_cell(row[column.label], column.digits, row[f"{column.label} flagged"])
+               for column in board.columns),
              format_cell(row["cost"], 2)]
             for rank, row in enumerate(frame.to_dict("records"), start=1)]
-    headers = ["#", "defense", *(column.label for column in COLUMNS), "s/epoch ÷ standard"]
+    headers = ["#", "defense", *(column.label for column in board.columns), "s/epoch ÷ standard"]
     warning = "" if profiles == "paper" else (
         f"\n> Profile {profiles}: a reduced scale; the ranking shows the machinery, not the defenses' merit.\n")
-    return (f"# leaderboard-{dataset}: every defense, one network, one attack suite\n\n"
-            f"Each defense trains the same network from scratch with the same schedule (studies/leaderboard.yaml); "
-            f"ranked by AutoAttack accuracy, ties broken by PGD-L∞, PGD-L2, then DeepFool ρ_adv, and a row "
-            f"whose AutoAttack cell a sanity check questions (⚠, `robust audit`) below the others. Robust "
-            f"accuracies count a point only if it is classified correctly both clean and attacked. The last "
-            f"column is wall-clock training time per epoch relative to the standard model's, as each base's "
-            f"pretrain stage measured it: under whatever load the machine had then (benchmarks/bench_training.py "
-            f"times every defense in one process).\n{warning}\n"
+    return (f"# {board.page_name(dataset)}: every defense, one network, one attack suite\n\n"
+            f"Data: `{dataset}`. Each defense trains the same network from scratch with the same schedule "
+            f"(studies/{board.study}.yaml); ranked by AutoAttack accuracy, ties broken by PGD-L∞, PGD-L2, then "
+            f"DeepFool ρ_adv, and a row whose AutoAttack cell a sanity check questions (⚠, `robust audit`) below "
+            f"the others. Robust accuracies count a point only if it is classified correctly both clean and "
+            f"attacked. The last column is wall-clock training time per epoch relative to the standard model's, "
+            f"as each base's pretrain stage measured it: under whatever load the machine had then "
+            f"(benchmarks/bench_training.py times every defense in one process).\n{warning}\n"
             + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n")
 
 
 def write_leaderboards(results: pd.DataFrame, run_bases: Mapping[str, str], costs_dir: Path, out_dir: Path) -> list[Path]:
-    """``leaderboard-<dataset>.md`` for every dataset the leaderboard study ran on, and an index page.
+    """A page for every leaderboard study and dataset it ran on (``Leaderboard.page_name``), and an index page.
 
     ``run_bases`` maps each run to the base it was trained as (its training cost is the base's).
     """
-    own = results[results.study == STUDY]
-    costs = {run: seconds_per_epoch(costs_dir, run_bases[run]) for run in own.run.unique() if run in run_bases}
     written = []
-    for dataset in sorted(own.dataset.unique()):
-        path = out_dir / f"leaderboard-{dataset}.md"
-        save_text(render_leaderboard(results, dataset, costs), path)
-        written.append(path)
+    for board in LEADERBOARDS:
+        own = results[results.study == board.study]
+        costs = {run: seconds_per_epoch(costs_dir, run_bases[run]) for run in own.run.unique() if run in run_bases}
+        for dataset in sorted(own.dataset.unique()):
+            path = out_dir / f"{board.page_name(dataset)}.md"
+            save_text(render_leaderboard(board, results, dataset, costs), path)
+            written.append(path)
     pages = "".join(f"- [{path.stem}]({path.name})\n" for path in written) or "No leaderboard runs in the results yet.\n"
     save_text(f"# Cross-paper leaderboards\n\n{pages}", out_dir / "README.md")
     return written

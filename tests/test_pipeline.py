@@ -80,6 +80,7 @@ KEPT_RUNS = {
     # the CIFAR-10 study's settings on params.yaml's `cifar100` (digits at smoke): roth2018-cifar10's wiring
     "bashivan2021-cifar100": set(),
     "leaderboard": set(),
+    "leaderboard-cifar10": set(),
 }
 # The adversary-critic suite at smoke still runs 500-step DeepFool and high-confidence attacks:
 # the wiring needs a few steps only.
