@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -51,7 +52,7 @@ class Leaderboard:
     def page_name(self, dataset: str) -> str:
         return self.page or f"{self.study}-{dataset}"
 
-    @property
+    @cached_property  # read for every run and row of a page: built once per leaderboard
     def columns(self) -> tuple[Column, ...]:
         return (
             Column("clean %", "clean", "accuracy", scale=100),
