@@ -40,7 +40,11 @@ def _rows(defense, *, clean, pgd, autoattack, transfer, dataset="digits", autoat
         # the transfer stage's row: examples crafted on the standard model, classified by this one
         {**linf, "attack": "pgd", "steps": 10, "label": "pgd-transfer", "source": board.prefix + "standard",
          "metric": "accuracy", "value": transfer},
-    ]
+    ] + ([
+        # the reference model also keeps a white-box row of the PGD that crafts its transfer examples: the
+        # same ε and steps as the suite's, another random start, so (here) another value
+        {**linf, "attack": "pgd", "steps": 10, "label": "pgd-transfer", "metric": "accuracy", "value": pgd + 0.05},
+    ] if defense == "standard" else [])
 
 
 def _results(**overrides):
@@ -62,6 +66,7 @@ def test_rows_are_ranked_by_autoattack_then_pgd_and_read_every_column():
     assert at["DeepFool ρ_adv ×10²"] == 20.0 and at["C&W ρ_adv ×10²"] == 15.0
     assert at["cost"] == 10.0 and frame.iloc[2]["cost"] == 1.0
     assert math.isnan(frame.iloc[1]["cost"])  # JARN's cost was not measured
+    assert frame.iloc[2]["PGD-L∞ %"] == 0.0  # the suite's PGD, not the one that crafted the transfer examples
 
 
 def test_rendered_page_flags_a_failed_check_and_marks_missing_values():
