@@ -14,7 +14,6 @@ leaderboard is its own stage and not part of ``aggregate``, whose outputs must b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from robust.costs import seconds_per_epoch
 from robust.io import save_text
 from robust.tables import Column, cell_flagged, cell_value, format_cell
 
@@ -74,12 +74,6 @@ LEADERBOARDS = (
     Leaderboard("leaderboard", linf_eps=0.3, l2_eps=2.0),
     Leaderboard("leaderboard-cifar10", linf_eps=8 / 255, l2_eps=0.5, page="leaderboard-cifar10"),
 )
-
-
-def seconds_per_epoch(costs_dir: Path, base: str) -> float | None:
-    """The base's mean wall-clock seconds per training epoch, None where it was not measured."""
-    path = costs_dir / f"{base}.json"
-    return json.loads(path.read_text())["seconds_per_epoch"] if path.exists() else None
 
 
 def leaderboard_frame(board: Leaderboard, results: pd.DataFrame, runs: list[str],
@@ -142,7 +136,8 @@ def write_leaderboards(results: pd.DataFrame, run_bases: Mapping[str, str], cost
     written = []
     for board in LEADERBOARDS:
         own = results[results.study == board.study]
-        costs = {run: seconds_per_epoch(costs_dir, run_bases[run]) for run in own.run.unique() if run in run_bases}
+        costs = {run: seconds_per_epoch(costs_dir / f"{run_bases[run]}.json") for run in own.run.unique()
+                 if run in run_bases}
         for dataset in sorted(own.dataset.unique()):
             path = out_dir / f"{board.page_name(dataset)}.md"
             save_text(render_leaderboard(board, results, dataset, costs), path)

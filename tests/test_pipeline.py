@@ -215,6 +215,7 @@ def test_forced_rerun_is_byte_identical(project):
     assert "Stage 'defense-finetune@jakubovitz2018-table3-jacobian' didn't change, skipping" in log
     assert "Stage 'attack@jakubovitz2018-table3-jacobian' didn't change, skipping" in log
     assert "Stage 'aggregate' didn't change, skipping" in log
+    assert "Running stage 'costs'" in log  # the new timings go to metrics/costs.json alone
     metrics = [root / "metrics/summary.json", root / "metrics/results.parquet",
                root / "metrics/tables/jakubovitz2018-table3.md"]
     before = {path: path.read_bytes() for path in metrics}
@@ -228,7 +229,7 @@ def test_changing_lambda_reruns_only_the_main_run(project):
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "baseline"], root, env)
     log = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "defense.lambda=0.5"], root, env)
-    for stage in ["defense-finetune@main", "attack@main", "transfer@main", "aggregate"]:
+    for stage in ["defense-finetune@main", "attack@main", "transfer@main", "aggregate", "costs"]:
         assert f"Running stage '{stage}'" in log
     for stage in ["prepare@main", "pretrain@main", "defense-finetune@jakubovitz2018-table3-jacobian",
                   "attack@jakubovitz2018-table3-none", "transfer@jakubovitz2018-table3-none"]:
@@ -237,6 +238,10 @@ def test_changing_lambda_reruns_only_the_main_run(project):
     changed = json.loads(diff)["metrics/summary.json"]
     assert any(key.startswith("main.") for key in changed)
     assert not any(key.startswith("jakubovitz2018") for key in changed)
+    # the fine-tune's new timing goes to its own metrics file (unchanged keys are not listed: a timing
+    # equal to the millisecond would be left out), and no other run's timing moves
+    timed = json.loads(diff).get("metrics/costs.json", {})
+    assert {key.split(".")[0] for key in timed} <= {"main"}
 
 
 def _experiments(node) -> list[dict]:

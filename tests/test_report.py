@@ -36,6 +36,16 @@ def test_report_of_one_run(tmp_path):
     assert any(line.split() == ["jsma_linf_eps1_steps80_accuracy", "0.5000"] for line in result.output.splitlines())
 
 
+def test_a_run_shows_its_training_cost_where_it_was_measured(tmp_path):
+    metrics = _metrics(tmp_path)
+    (tmp_path / "costs.json").write_text(json.dumps({"main": {"pretrain_seconds_per_epoch": 3.25}}))
+    result = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--run", "main"])
+    assert result.exit_code == 0, result.output
+    assert any(line.split() == ["pretrain_seconds_per_epoch", "3.2500"] for line in result.output.splitlines())
+    other = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--run", "jakubovitz2018-table3-none"])
+    assert "seconds_per_epoch" not in other.output
+
+
 def test_unknown_run_suggests_close_names(tmp_path):
     result = CliRunner().invoke(cli, ["report", "--metrics", _metrics(tmp_path), "--run", "mian"])
     assert result.exit_code != 0 and "close: main" in result.output

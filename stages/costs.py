@@ -1,0 +1,24 @@
+"""DVC stage `costs`: every run's wall-clock seconds per training epoch → metrics/costs.json (robust/costs.py)."""
+
+from pathlib import Path
+
+import click
+
+from robust.costs import write_run_costs
+from robust.index import load_index
+from robust.stage import stage
+
+
+@click.command()
+@click.option("--costs", "costs_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="the training stages' cost files: data/costs (bases/ and runs/)")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="the metrics file, metrics/costs.json")
+@stage
+def main(costs_dir: Path, out: Path) -> None:
+    runs = load_index(Path("."))[0]["runs"]
+    costs = write_run_costs(costs_dir, {run: fields["base"] for run, fields in runs.items()}, out)
+    click.echo(f"wrote {out}: the training cost of {len(costs)} of {len(runs)} runs")
+
+
+if __name__ == "__main__":
+    main()
