@@ -42,15 +42,19 @@ def report(table_id: str | None, run_id: str | None, metrics_dir: Path) -> None:
     # the training cost (wall-clock, so a metrics file of its own: robust/costs.py) joins each run's metrics
     costs_path = metrics_dir / "costs.json"
     costs = json.loads(costs_path.read_text()) if costs_path.exists() else {}
+
+    def run_metrics(run: str) -> str:
+        return _run_metrics(run, {**summary[run], **costs.get(run, {})})
+
     if run_id is not None:
         if run_id not in summary:
             close = difflib.get_close_matches(run_id, summary, n=5, cutoff=0.5)
             hint = f"close: {', '.join(close)}" if close else f"{len(summary)} runs in {summary_path}"
             raise click.BadParameter(f"no run {run_id!r} ({hint})", param_hint="--run")
-        click.echo(_run_metrics(run_id, {**summary[run_id], **costs.get(run_id, {})}))
+        click.echo(run_metrics(run_id))
         return
     if "main" in summary:
-        click.echo(_run_metrics("main", {**summary["main"], **costs.get("main", {})}) + "\n")
+        click.echo(run_metrics("main") + "\n")
     for index in (metrics_dir / "tables" / "README.md", metrics_dir / "leaderboard" / "README.md"):
         if index.exists():
             click.echo(index.read_text())

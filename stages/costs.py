@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from robust.costs import write_run_costs
-from robust.index import load_index
+from robust.index import run_bases
 from robust.stage import stage
 
 
@@ -15,8 +15,8 @@ from robust.stage import stage
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="the metrics file, metrics/costs.json")
 @stage
 def main(costs_dir: Path, out: Path) -> None:
-    runs = load_index(Path("."))[0]["runs"]
-    costs = write_run_costs(costs_dir, {run: fields["base"] for run, fields in runs.items()}, out)
+    runs = run_bases()
+    costs = write_run_costs(costs_dir, runs, out)
     click.echo(f"wrote {out}: the training cost of {len(costs)} of {len(runs)} runs")
 
 

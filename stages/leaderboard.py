@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from robust.index import load_index
+from robust.index import run_bases
 from robust.leaderboard import write_leaderboards
 from robust.stage import stage
 
@@ -19,9 +19,7 @@ from robust.stage import stage
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @stage
 def main(results_path: Path, costs_dir: Path, out_dir: Path) -> None:
-    runs = load_index(Path("."))[0]["runs"]
-    written = write_leaderboards(pd.read_parquet(results_path), {run: fields["base"] for run, fields in runs.items()},
-                                 costs_dir, out_dir)
+    written = write_leaderboards(pd.read_parquet(results_path), run_bases(), costs_dir, out_dir)
     click.echo("\n".join(f"wrote {path}" for path in written) or "no leaderboard runs in the results")
 
 
