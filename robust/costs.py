@@ -29,9 +29,11 @@ def run_costs(costs_dir: Path, run_bases: Mapping[str, str]) -> dict[str, dict[s
     ``costs_dir`` holds the stages' ``bases/`` and ``runs/`` folders; ``run_bases`` maps each run to its
     base. A run with neither measured (its stages have not run here) is left out.
     """
+    # many runs fine-tune one base: read each base's file once
+    pretrain = {base: seconds_per_epoch(costs_dir / "bases" / f"{base}.json") for base in set(run_bases.values())}
     costs = {}
     for run, base in sorted(run_bases.items()):
-        measured = {"pretrain_seconds_per_epoch": seconds_per_epoch(costs_dir / "bases" / f"{base}.json"),
+        measured = {"pretrain_seconds_per_epoch": pretrain[base],
                     "finetune_seconds_per_epoch": seconds_per_epoch(costs_dir / "runs" / f"{run}.json")}
         # milliseconds: finer digits are timer noise that would only clutter `dvc metrics diff`
         kept = {key: round(value, 3) for key, value in measured.items() if value is not None}
