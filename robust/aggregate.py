@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from robust.chance_level import chance_checks, constant_accuracies
 from robust.io import save_json, save_parquet, save_text
 from robust.plots import sweep_curves, sweep_tables, training_curves
 from robust.results import RESULT_COLUMNS, SORT_KEYS, metric_key
@@ -23,8 +24,16 @@ SUMMARY_METRICS = ("accuracy", "rho_adv", "auc", "jacobian_fro", "alignment")
 
 def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
     frames = [frame for frame in (pd.read_parquet(path) for path in paths) if not frame.empty]
-    results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS]
+    return _sorted(pd.concat(frames, ignore_index=True)[RESULT_COLUMNS])
+
+
+def _sorted(results: pd.DataFrame) -> pd.DataFrame:
     return results.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
+
+
+def with_chance_checks(results: pd.DataFrame, chance: Mapping[str, float]) -> pd.DataFrame:
+    """The results with each run's clean-accuracy-above-chance check row (``robust.chance_level``)."""
+    return _sorted(pd.concat([results, chance_checks(results, chance)], ignore_index=True))
 
 
 def summarize(results: pd.DataFrame) -> dict:
@@ -54,15 +63,20 @@ def save_curves(curves: Mapping[str, pd.DataFrame], directory: Path) -> None:
 def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_out: Path,
               tables_dir: Path, plots_dir: Path | None = None, sweeps_dir: Path | None = None,
               training_dir: Path | None = None, bases_dir: Path | None = None, runs_dir: Path | None = None,
-              index: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+              prepared_dir: Path | None = None, index: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
     """Every output from the same results; each kind of plot data only where its directory is given.
 
     Training curves also read the histories under ``bases_dir`` and ``runs_dir``, and ``index``
-    (as ``robust.index.load_index`` gives it) names each run's base.
+    (as ``robust.index.load_index`` gives it) names each run's base. With ``prepared_dir`` (the prepare
+    stage's outputs) each run's clean accuracy is checked against chance, the index naming its dataset.
     """
     if training_dir is not None and None in (bases_dir, runs_dir, index):
         raise ValueError("training curves need bases_dir, runs_dir and the index")
+    if prepared_dir is not None and index is None:
+        raise ValueError("the check against chance needs the index")
     results = load_results(result_paths)
+    if prepared_dir is not None:
+        results = with_chance_checks(results, constant_accuracies(index["runs"], prepared_dir))
     save_parquet(results, results_out)
     save_json(summarize(results), summary_out)
     for table_id in TABLES:

@@ -90,7 +90,7 @@ def _run_metrics(run_id: str, values: dict[str, float | None]) -> str:
 @click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
               type=click.Path(path_type=Path, file_okay=False))
 def audit(metrics_dir: Path) -> None:
-    """List every violated sanity check (gradient masking, broken attacks); exit code 1 if any."""
+    """List every violated sanity check (gradient masking, broken attacks, clean accuracy at chance); exit 1 if any."""
     path = metrics_dir / "results.parquet"
     if not path.exists():
         raise click.ClickException(f"{path} does not exist: run `dvc repro` first")
@@ -102,7 +102,8 @@ def audit(metrics_dir: Path) -> None:
         return
     columns = ["run", "source", "attack", "norm", "eps", "steps", "metric"]
     click.echo(tabulate(failed[columns], headers="keys", showindex=False, tablefmt="simple"))
-    click.echo("\nWhat each check means: robust/sanity.py. Affected cells are marked ⚠ in metrics/tables.")
+    click.echo("\nWhat each check means: robust/sanity.py and robust/chance_level.py. Affected cells are marked "
+               "⚠ in metrics/tables.")
     sys.exit(1)
 
 

@@ -38,10 +38,10 @@ def load_index(root: Path = Path(".")) -> tuple[dict[str, dict], dict[str, dict]
     return index, files
 
 
-
 def run_bases(root: Path = Path(".")) -> dict[str, str]:
     """Each run of the index → the base it was trained from (whose cost and history are its pretraining)."""
     return {run: fields["base"] for run, fields in load_index(root)[0]["runs"].items()}
+
 
 def check_index(index: Mapping[str, dict], files: Mapping[str, dict]) -> None:
     """Raise ``ConfigError`` for the first broken reference of the index, naming its key."""

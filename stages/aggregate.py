@@ -24,18 +24,20 @@ from robust.stage import stage
               help="the pretrain stage's outputs, data/bases")
 @click.option("--runs", "runs_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="the fine-tune stage's outputs, data/runs")
+@click.option("--prepared", "prepared_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="the prepare stage's outputs, data/prepared: whose manifests give each run's chance accuracy")
 @stage
 def main(results_dirs, results_out, summary_out, tables_dir, plots_dir, sweeps_dir, training_dir, bases_dir,
-         runs_dir) -> None:
+         runs_dir, prepared_dir) -> None:
     """Collect the parquet files of every RESULTS_DIR (white-box results, transfer results)."""
     if training_dir is not None and None in (bases_dir, runs_dir):
         raise click.UsageError("--training needs --bases and --runs")
-    # the run → base map comes from the same index dvc.yaml iterates over (params.yaml, studies)
-    index = load_index(Path("."))[0] if training_dir is not None else None
+    # the run → base and run → dataset maps come from the same index dvc.yaml iterates over (params.yaml, studies)
+    index = load_index(Path("."))[0] if (training_dir, prepared_dir) != (None, None) else None
     paths = sorted(path for directory in results_dirs for path in directory.glob("*.parquet"))
     frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir,
                       plots_dir=plots_dir, sweeps_dir=sweeps_dir, training_dir=training_dir, bases_dir=bases_dir,
-                      runs_dir=runs_dir, index=index)
+                      runs_dir=runs_dir, prepared_dir=prepared_dir, index=index)
     click.echo(run_table(frame, "main"))
 
 

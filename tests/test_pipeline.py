@@ -178,7 +178,9 @@ def test_repro_writes_metrics_tables_and_summary(project):
     assert headline["deepfool", "rho_adv"] > 0 and headline["deepfool", "success_rate"] > 0.9
     assert value["pgd", 0.5, "accuracy"] <= 0.05  # the large-ε sanity attack reaches ~0 on a plain model
     checks = main[main.metric.str.startswith("check_")]
-    assert set(checks.metric) == {"check_iterative_le_single_step", "check_large_eps_reaches_zero"}
+    assert set(checks.metric) == {"check_iterative_le_single_step", "check_large_eps_reaches_zero",
+                                  "check_clean_above_chance"}
+    assert checks.set_index("metric").value["check_clean_above_chance"] == 1.0  # from the prepared manifest
     assert (root / "data/transfer/main.parquet").exists() and (root / "data/adversarial/main/main.pt").exists()
     summary = json.loads((root / "metrics/summary.json").read_text())
     assert {"accuracy", "deepfool_l2_steps50_rho_adv", "fgsm_linf_eps0.1_accuracy",

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 import pandas as pd
 from tabulate import tabulate
 
+from robust import chance_level
 from robust.registry import Registry
 from robust.sanity import RUN_WIDE, violations
 
 TABLES: Registry = Registry("table", "--table")
 NOT_IN_TEXT = "not in text"
 FLAG = "⚠"
+# a violation of these questions every attack number of the run, not one attack's
+RUN_WIDE_CHECKS = RUN_WIDE | {chance_level.CHECK}
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class Table:
     def runs(self) -> list[str]:
         return [run for row in self.rows for run in row.run_ids]
 
+    def runs_read(self) -> list[str]:
+        """The rows' runs and any run a column reads its cells from (a judge)."""
+        return self.runs() + sorted({column.read_from for column in self.columns if column.read_from})
+
 
 def register_table(table: Table) -> Table:
     TABLES.register(table.id)(table)
@@ -125,11 +132,14 @@ def cell_stats(results: pd.DataFrame, runs: tuple[str, ...], column: Column) -> 
 
 
 def cell_flagged(results: pd.DataFrame, run: str, column: Column) -> bool:
-    """Whether a sanity check questions this cell: a violated check on its attack, or a run-wide one."""
-    failed = violations(results[results.run == run])
-    if column.attack == "clean" or failed.empty:
+    """Whether a sanity check questions this cell: a violated check on its attack, or a run-wide one of
+    the run or of the run the column reads from (a judge at chance questions every cell it judged)."""
+    if column.attack == "clean":
         return False
-    return bool((column.matches(failed) | failed.metric.isin(RUN_WIDE)).any())
+    if column.read_from and violations(results[results.run == column.read_from]).metric.isin(RUN_WIDE_CHECKS).any():
+        return True
+    failed = violations(results[results.run == run])
+    return bool((column.matches(failed) | failed.metric.isin(RUN_WIDE_CHECKS)).any())
 
 
 def format_cell(value: float | None, digits: int, flagged: bool = False, spread: float | None = None) -> str:
@@ -171,9 +181,14 @@ def render_table(table: Table, results: pd.DataFrame) -> str:
     warning = ("" if status.startswith("paper scale") else
                "\n> Reproduced values come from a reduced profile: they are not comparable to the paper's.\n")
     notes = "".join(f"- {note}\n" for note in table.notes)
-    if violations(results[results.run.isin(table.runs())]).shape[0]:
+    failed = violations(results[results.run.isin(table.runs_read())])
+    if (failed.metric != chance_level.CHECK).any():
         notes += (f"- {FLAG} a sanity check failed for this number (possible gradient masking or a broken "
                   "attack): run `robust audit` for the details.\n")
+    if (failed.metric == chance_level.CHECK).any():
+        notes += (f"- {FLAG} on every attack number of a run whose clean accuracy is at chance (within three "
+                  "standard errors of a constant classifier's: the network collapsed), and on every cell read from a "
+                  "judge at chance: those numbers mean nothing.\n")
     return (f"# {table.id}: {table.title}\n\nPaper values: {table.source}. Status: **{status}**.\n{warning}\n"
             + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
             + (f"\n{notes}" if notes else ""))
