@@ -41,8 +41,8 @@ TABLE1_NOTES = (
     "attack's minimal δ; misclassified points count 0 (the official test.py).",
     "DeepFool and the high-confidence attack: 500 iterations, every step clipped to 0.1 in L2, box [0, 1]; "
     "C&W-L2: 1,000 iterations, 9 binary steps (§5 and the official scripts); its ρ_adv leaves out the points "
-    "C&W did not flip, as the official test_carlini.py filters non-converged samples. The cpu profile leaves "
-    "C&W out (over 20 min per model here), so its C&W column stays empty there.",
+    "C&W did not flip, as the official test_carlini.py filters non-converged samples. At the cpu profile C&W "
+    "runs on a seeded 100 of the 500 evaluated points (all 500 take over 20 min per model there).",
     "Every row trains from scratch with its defense; the paper reports 10 runs per row, we show mean ± "
     "standard deviation over the seeds listed in studies/matyasko2018.yaml.",
     "Not in the text, chosen: the baselines' learning rate and schedule (the authors' baseline scripts: Adam "
