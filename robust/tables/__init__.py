@@ -173,8 +173,8 @@ def render_table(table: Table, results: pd.DataFrame) -> str:
             ours, spread = cell_stats(results, row.run_ids, column)
             flagged = ours is not None and any(cell_flagged(results, run, column) for run in row.run_ids)
             diff = None if ours is None or paper is None else ours - paper
-            line += [format_cell(ours, column.digits, flagged, spread),
-                     NOT_IN_TEXT if paper is None else format_cell(paper, column.digits), format_cell(diff, column.digits)]
+            paper_cell = NOT_IN_TEXT if paper is None else format_cell(paper, column.digits)
+            line += [format_cell(ours, column.digits, flagged, spread), paper_cell, format_cell(diff, column.digits)]
         line.append(_provenance(row, results))
         body.append(line)
     status = table_status(table, results)
