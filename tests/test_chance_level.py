@@ -10,6 +10,7 @@ from robust.aggregate import aggregate, summarize, with_chance_checks
 from robust.chance_level import CHECK, above_chance, chance_checks, constant_accuracies, constant_accuracy
 from robust.sanity import violations
 from robust.tables import TABLES, render_table
+from robust.tables.transfer import transfer_matrices
 
 
 def _rows(run, accuracy, n=500, rho=0.25):
@@ -103,3 +104,15 @@ def test_a_judge_at_chance_flags_every_cell_it_judged():
     lines = [line for line in page(0.1).splitlines() if line.startswith("|") and "50.00" in line]
     assert len(lines) == len(table.rows) and all(line.count("⚠") == 1 for line in lines)
     assert "at chance" in page(0.1)
+
+
+def test_a_transfer_target_at_chance_is_marked_in_its_matrix():
+    def row(run, source, metric, value, attack="pgd"):
+        return dict(run=run, study="s", profile="smoke", source=source, attack=attack, label="", norm="linf",
+                    eps=0.1, steps=10, metric=metric, value=value, n=100)
+
+    frame = pd.DataFrame([row(target, source, "accuracy", 0.5) for target in "ab" for source in "ab"]
+                         + [row("b", "", CHECK, 0.0, attack="clean"), row("a", "", CHECK, 1.0, attack="clean")])
+    page = transfer_matrices(frame)["s"]
+    targets = [line.split("|")[1].strip() for line in page.splitlines() if line.startswith(("| a", "| b"))]
+    assert targets == ["a", "b ⚠"]
