@@ -19,7 +19,6 @@ attack number of the run (``robust.tables.RUN_WIDE_CHECKS``).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,8 +47,9 @@ def constant_accuracies(runs: Mapping[str, Mapping], prepared_dir: Path) -> dict
     return {run: by_dataset[fields["dataset"]] for run, fields in runs.items()}
 
 
-def above_chance(accuracy: float, chance: float, n: int) -> bool:
-    return accuracy > chance + STANDARD_ERRORS * math.sqrt(chance * (1 - chance) / n)
+def above_chance(accuracy, chance, n):
+    """Whether ``accuracy`` on ``n`` points is clear of ``chance``: numbers, or aligned Series of them."""
+    return accuracy > chance + STANDARD_ERRORS * (chance * (1 - chance) / n) ** 0.5
 
 
 def chance_checks(results: pd.DataFrame, chance: Mapping[str, float]) -> pd.DataFrame:
@@ -60,6 +60,10 @@ def chance_checks(results: pd.DataFrame, chance: Mapping[str, float]) -> pd.Data
     """
     clean = results[(results.attack == "clean") & (results.metric == "accuracy") & (results.source == "")
                     & results.run.isin(list(chance))]
-    checks = clean.assign(metric=CHECK)
-    holds = [above_chance(row.value, chance[row.run], row.n) for row in clean.itertuples(index=False)]
-    return checks.assign(value=[1.0 if ok else 0.0 for ok in holds])
+    holds = above_chance(clean.value, clean.run.map(chance), clean.n)
+    return clean.assign(metric=CHECK, value=holds.astype(float))
+
+
+def runs_at_chance(results: pd.DataFrame) -> set[str]:
+    """The runs whose check against chance failed."""
+    return set(results[(results.metric == CHECK) & (results.value < 1.0)].run)

@@ -33,7 +33,7 @@ def main(results_dirs, results_out, summary_out, tables_dir, plots_dir, sweeps_d
     if training_dir is not None and None in (bases_dir, runs_dir):
         raise click.UsageError("--training needs --bases and --runs")
     # the run → base and run → dataset maps come from the same index dvc.yaml iterates over (params.yaml, studies)
-    index = load_index(Path("."))[0] if (training_dir, prepared_dir) != (None, None) else None
+    index = load_index(Path("."))[0] if training_dir is not None or prepared_dir is not None else None
     paths = sorted(path for directory in results_dirs for path in directory.glob("*.parquet"))
     frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir,
                       plots_dir=plots_dir, sweeps_dir=sweeps_dir, training_dir=training_dir, bases_dir=bases_dir,

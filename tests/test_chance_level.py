@@ -1,7 +1,6 @@
 """The check of each run's clean accuracy against chance, drawn into the tables by the aggregate stage."""
 
 import json
-import math
 
 import pandas as pd
 import pytest
@@ -11,13 +10,11 @@ from robust.chance_level import CHECK, above_chance, chance_checks, constant_acc
 from robust.sanity import violations
 from robust.tables import TABLES, render_table
 from robust.tables.transfer import transfer_matrices
+from table_cells import clean_and_deepfool_rows
 
 
-def _rows(run, accuracy, n=500, rho=0.25):
-    meta = {"run": run, "study": "s", "dataset": "d", "arch": "a", "defense": "none", "profile": "cpu",
-            "seed": 0, "source": "", "label": "", "norm": "", "eps": math.nan, "steps": -1, "n": n}
-    return [{**meta, "attack": "clean", "metric": "accuracy", "value": accuracy},
-            {**meta, "attack": "deepfool", "norm": "l2", "steps": 50, "metric": "rho_adv", "value": rho}]
+def _rows(run, accuracy):
+    return clean_and_deepfool_rows(run, accuracy=accuracy, profile="cpu", n=500)
 
 
 def _manifest(test_counts):

@@ -10,15 +10,13 @@ import pytest
 
 from robust.aggregate import metric_key, summarize
 from robust.tables import TABLES, render_index, render_table
+from table_cells import clean_and_deepfool_rows
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
 
 
 def _rows(run, profile="smoke", accuracy=0.9, rho=0.25):
-    meta = {"run": run, "study": "s", "dataset": "digits", "arch": "a", "defense": "none", "profile": profile,
-            "seed": 0, "source": "", "label": "", "norm": "", "eps": math.nan, "steps": -1, "n": 10}
-    return [{**meta, "attack": "clean", "metric": "accuracy", "value": accuracy},
-            {**meta, "attack": "deepfool", "norm": "l2", "steps": 50, "metric": "rho_adv", "value": rho}]
+    return clean_and_deepfool_rows(run, accuracy=accuracy, rho=rho, profile=profile)
 
 
 @pytest.mark.skipif(not PAPERS.exists(), reason="shared/papers not beside the repository")

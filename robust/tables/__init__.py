@@ -181,11 +181,12 @@ def render_table(table: Table, results: pd.DataFrame) -> str:
     warning = ("" if status.startswith("paper scale") else
                "\n> Reproduced values come from a reduced profile: they are not comparable to the paper's.\n")
     notes = "".join(f"- {note}\n" for note in table.notes)
-    failed = violations(results[results.run.isin(table.runs_read())])
+    read = table.runs_read()
+    failed = violations(results[results.run.isin(read)])
     if (failed.metric != chance_level.CHECK).any():
         notes += (f"- {FLAG} a sanity check failed for this number (possible gradient masking or a broken "
                   "attack): run `robust audit` for the details.\n")
-    if (failed.metric == chance_level.CHECK).any():
+    if chance_level.runs_at_chance(results) & set(read):
         notes += (f"- {FLAG} on every attack number of a run whose clean accuracy is at chance (within three "
                   "standard errors of a constant classifier's: the network collapsed), and on every cell read from a "
                   "judge at chance: those numbers mean nothing.\n")

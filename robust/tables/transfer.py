@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
-from robust.chance_level import CHECK as CHANCE_CHECK
+from robust.chance_level import runs_at_chance
 from robust.sanity import violations
 
 ATTACK_KEYS = ["attack", "label", "norm", "eps", "steps"]
@@ -21,12 +21,12 @@ ATTACK_KEYS = ["attack", "label", "norm", "eps", "steps"]
 def transfer_matrices(results: pd.DataFrame) -> dict[str, str]:
     """``{study: markdown}`` for every study whose runs classified other runs' examples."""
     transfer = results[(results.source != "") & (results.metric == "accuracy")]
+    at_chance = runs_at_chance(results)
     pages = {}
     for study, rows in transfer.groupby("study", sort=True):
         if (rows.source == rows.run).all():
             continue  # only white-box diagonals: nothing transferred
         failed = violations(results[(results.study == study) & (results.source != "")])
-        at_chance = set(violations(results[results.metric == CHANCE_CHECK]).run)
         sections = [_matrix(attack, cells, failed, at_chance)
                     for attack, cells in rows.groupby(ATTACK_KEYS, sort=True)]
         profiles = ", ".join(sorted(set(rows.profile)))
@@ -48,7 +48,8 @@ def _matrix(attack: tuple, cells: pd.DataFrame, failed: pd.DataFrame, at_chance:
         values = dict(zip(row.source, row.value))
         flagged = set(failed[(failed.run == target) & (failed.attack == name) & (failed.label == label)
                              & (failed.eps.fillna(-1) == (-1 if pd.isna(eps) else eps))].source)
-        body.append([target + (" ⚠" if target in at_chance else "")] + ["—" if s not in values else f"{100 * values[s]:.1f}" + (" ⚠" if s in flagged else "")
-                                for s in sources])
+        cells_of_row = ["—" if s not in values else f"{100 * values[s]:.1f}" + (" ⚠" if s in flagged else "")
+                        for s in sources]
+        body.append([target + (" ⚠" if target in at_chance else ""), *cells_of_row])
     return f"## {title}\n\n" + tabulate(body, headers=["target \\ source", *sources], tablefmt="github",
                                         disable_numparse=True) + "\n"
