@@ -13,6 +13,7 @@ from tabulate import tabulate
 
 from robust.errors import ConfigError
 from robust.index import check_index, load_index
+from robust.lockfile import defined_stages, lock_coverage, recorded_stages
 from robust.sanity import violations
 from robust.tables import TABLES
 
@@ -110,7 +111,8 @@ def audit(metrics_dir: Path) -> None:
 @cli.command()
 @click.option("--root", default=".", show_default=True, type=click.Path(path_type=Path, file_okay=False))
 def check(root: Path) -> None:
-    """Validate the pipeline index (datasets, bases, runs) before a long `dvc repro`."""
+    """Validate the pipeline index (datasets, bases, runs) before a long `dvc repro`, and say which stages
+    dvc.lock does not record yet."""
     try:
         index, files = load_index(root)
         check_index(index, files)
@@ -118,6 +120,27 @@ def check(root: Path) -> None:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
     click.echo(", ".join(f"{len(items)} {section}" for section, items in index.items()) + ": all references resolve")
+    click.echo(_lock_line(defined_stages(root, index), recorded_stages(root)))
+
+
+def _lock_line(defined: set[str], recorded: set[str]) -> str:
+    missing, stale = lock_coverage(defined, recorded)
+    total = len(defined)
+    if not missing and not stale:
+        return f"dvc.lock records all {total} stages"
+    lines = []
+    if missing:
+        # not an error: a stage added to dvc.yaml or a study has no entry until it first runs
+        lines.append(f"dvc.lock does not record {len(missing)} of {total} stages (never run, or cut off by an "
+                     f"interrupted lock update; `dvc repro` runs them): {_first(missing)}")
+    if stale:
+        noun = "stage" if len(stale) == 1 else "stages"
+        lines.append(f"dvc.lock records {len(stale)} {noun} dvc.yaml no longer defines: {_first(stale)}")
+    return "\n".join(lines)
+
+
+def _first(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", … ({len(names) - shown} more)" if len(names) > shown else "")
 
 
 def _fmt(value: float | int | None) -> str:
