@@ -120,7 +120,12 @@ def check(root: Path) -> None:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
     click.echo(", ".join(f"{len(items)} {section}" for section, items in index.items()) + ": all references resolve")
-    click.echo(_lock_line(defined_stages(root, index), recorded_stages(root)))
+    try:
+        defined = defined_stages(root, index)
+    except ValueError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    click.echo(_lock_line(defined, recorded_stages(root)))
 
 
 def _lock_line(defined: set[str], recorded: set[str]) -> str:

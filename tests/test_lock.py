@@ -67,3 +67,5 @@ def test_a_foreach_over_an_unknown_map_is_refused(project):
     (project / "dvc.yaml").write_text(text)
     with pytest.raises(ValueError, match=r"foreach '\$\{nope\}' is not an index map \(allowed: \$\{datasets\}"):
         defined_stages(project, load_index(project)[0])
+    result = CliRunner().invoke(cli, ["check", "--root", str(project)])
+    assert result.exit_code == 2 and result.output.splitlines()[-1].startswith("error: dvc.yaml stage 'defense-finetune'")
