@@ -133,6 +133,8 @@ def _lock_line(defined: set[str], recorded: set[str]) -> str:
     total = len(defined)
     if not missing and not stale:
         return f"dvc.lock records all {total} stages"
+    if not recorded:
+        return f"no dvc.lock entries yet: none of the {total} stages has run"
     lines = []
     if missing:
         # not an error: a stage added to dvc.yaml or a study has no entry until it first runs

@@ -69,3 +69,9 @@ def test_a_foreach_over_an_unknown_map_is_refused(project):
         defined_stages(project, load_index(project)[0])
     result = CliRunner().invoke(cli, ["check", "--root", str(project)])
     assert result.exit_code == 2 and result.output.splitlines()[-1].startswith("error: dvc.yaml stage 'defense-finetune'")
+
+
+def test_check_without_a_lock_says_nothing_has_run(project):
+    (project / "dvc.lock").unlink()
+    result = CliRunner().invoke(cli, ["check", "--root", str(project)])
+    assert result.exit_code == 0 and result.output.splitlines()[-1].startswith("no dvc.lock entries yet: none of the ")
