@@ -15,12 +15,16 @@ from pathlib import Path
 import yaml
 
 FOREACH = re.compile(r"\$\{(\w+)\}")
-# the lock is megabytes of YAML: the C loader reads it in a second, the pure-Python one in tens
-LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# the lock is megabytes of YAML: libyaml's safe loader reads it in a second, the pure-Python one in tens
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def read_yaml(path: Path) -> dict:
-    return yaml.load(path.read_text(), Loader=LOADER) or {}
+    loader = SAFE_LOADER(path.read_text())  # what yaml.safe_load does, with the C loader where there is one
+    try:
+        return loader.get_single_data() or {}
+    finally:
+        loader.dispose()
 
 
 def defined_stages(root: Path, index: Mapping[str, Mapping]) -> set[str]:
