@@ -116,15 +116,11 @@ def check(root: Path) -> None:
     try:
         index, files = load_index(root)
         check_index(index, files)
-    except ConfigError as error:
+        defined = defined_stages(root, index)
+    except (ConfigError, ValueError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
     click.echo(", ".join(f"{len(items)} {section}" for section, items in index.items()) + ": all references resolve")
-    try:
-        defined = defined_stages(root, index)
-    except ValueError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(2)
     click.echo(_lock_line(defined, recorded_stages(root)))
 
 

@@ -12,25 +12,15 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
+from robust.params import load_params
 
 FOREACH = re.compile(r"\$\{(\w+)\}")
-# the lock is megabytes of YAML: libyaml's safe loader reads it in a second, the pure-Python one in tens
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def read_yaml(path: Path) -> dict:
-    loader = SAFE_LOADER(path.read_text())  # what yaml.safe_load does, with the C loader where there is one
-    try:
-        return loader.get_single_data() or {}
-    finally:
-        loader.dispose()
 
 
 def defined_stages(root: Path, index: Mapping[str, Mapping]) -> set[str]:
     """Every stage name dvc.yaml defines: ``name`` or, for a ``foreach`` over an index map, ``name@item``."""
     names = set()
-    for stage, definition in read_yaml(root / "dvc.yaml").get("stages", {}).items():
+    for stage, definition in load_params(root / "dvc.yaml").get("stages", {}).items():
         if "foreach" not in definition:
             names.add(stage)
             continue
@@ -45,7 +35,7 @@ def defined_stages(root: Path, index: Mapping[str, Mapping]) -> set[str]:
 def recorded_stages(root: Path) -> set[str]:
     """The stages dvc.lock records (none where there is no lock yet)."""
     path = root / "dvc.lock"
-    return set(read_yaml(path).get("stages", {})) if path.exists() else set()
+    return set(load_params(path).get("stages", {})) if path.exists() else set()
 
 
 def lock_coverage(defined: set[str], recorded: set[str]) -> tuple[list[str], list[str]]:

@@ -18,12 +18,19 @@ PROFILES = ("smoke", "cpu", "paper")
 _MISSING = object()
 
 
+# a multi-megabyte file (dvc.lock) takes libyaml a second and the pure-Python parser tens of seconds
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_params(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), "params file not found")
-    with path.open() as handle:
-        params = yaml.safe_load(handle) or {}
+    loader = SAFE_LOADER(path.read_text())  # yaml.safe_load, with libyaml's parser where it is installed
+    try:
+        params = loader.get_single_data() or {}
+    finally:
+        loader.dispose()
     if not isinstance(params, dict):
         raise ConfigError(str(path), "params file must hold a mapping")
     return params
