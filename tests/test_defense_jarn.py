@@ -149,6 +149,24 @@ def test_start_fraction_gates_the_adversarial_term_and_noise_is_always_on():
     assert loss.item() == pytest.approx(logs["ce"] + logs["adv"], rel=1e-6)
 
 
+
+def test_epochs_before_jarn_switches_on_do_not_depend_on_lambda_or_the_update_interval():
+    # Runs that differ only in these settings share their pre-JARN epochs (docs/results/chan2020.md, Fig. 5)
+    x, y = task(32, 15)
+    ends = []
+    for settings in ({"lambda": 0.5, "disc_every": 5}, {"lambda": 2.0, "disc_every": 40}):
+        model, defense = cnn(), jarn(start_fraction=0.75, **settings)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        losses = []
+        for epoch in range(3):
+            defense.start_epoch(epoch, 4, lr_factor=1.0)
+            losses += run(defense, model, opt, x, y, 2)
+        assert defense.state_dict() == {} and defense.steps == 0
+        ends.append((losses, flat(model), defense.generator.get_state()))
+    (losses, weights, generator), (other_losses, other_weights, other_generator) = ends
+    assert losses == other_losses
+    assert torch.equal(weights, other_weights) and torch.equal(generator, other_generator)
+
 @pytest.mark.parametrize(("fraction", "epochs", "first"), [(0.75, 4, 3), (0.75, 200, 150), (0.7, 10, 7),
                                                             (0.99, 4, 3), (0.0, 5, 0), (0.875, 8, 7)])
 def test_first_jarn_epoch(fraction, epochs, first):
