@@ -149,7 +149,6 @@ def test_start_fraction_gates_the_adversarial_term_and_noise_is_always_on():
     assert loss.item() == pytest.approx(logs["ce"] + logs["adv"], rel=1e-6)
 
 
-
 def test_epochs_before_jarn_switches_on_do_not_depend_on_lambda_or_the_update_interval():
     # Runs that differ only in these settings share their pre-JARN epochs (docs/results/chan2020.md, Fig. 5)
     x, y = task(32, 15)
@@ -166,6 +165,7 @@ def test_epochs_before_jarn_switches_on_do_not_depend_on_lambda_or_the_update_in
     (losses, weights, generator), (other_losses, other_weights, other_generator) = ends
     assert losses == other_losses
     assert torch.equal(weights, other_weights) and torch.equal(generator, other_generator)
+
 
 @pytest.mark.parametrize(("fraction", "epochs", "first"), [(0.75, 4, 3), (0.75, 200, 150), (0.7, 10, 7),
                                                             (0.99, 4, 3), (0.0, 5, 0), (0.875, 8, 7)])
