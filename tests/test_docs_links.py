@@ -6,6 +6,7 @@ path; a renamed figure or heading would otherwise leave a dead link that nothing
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -23,14 +24,15 @@ def github_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def anchors(page: Path) -> set[str]:
+@functools.cache  # README.md is the target of links from several pages: parse each page once
+def anchors(page: Path) -> frozenset[str]:
     found, in_code = set(), False
     for line in page.read_text(encoding="utf-8").splitlines():
         if line.startswith("```"):
             in_code = not in_code
         elif not in_code and (match := HEADING.match(line)):
             found.add(github_anchor(match.group(1)))
-    return found
+    return frozenset(found)
 
 
 def relative_links(page: Path) -> list[str]:
