@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from robust.chance_level import chance_checks, constant_accuracies
 from robust.io import save_json, save_parquet, save_text
+from robust.leaderboard import write_leaderboards
 from robust.plots import sweep_curves, sweep_tables, training_curves
 from robust.results import RESULT_COLUMNS, SORT_KEYS, metric_key
 from robust.sanity import violations
@@ -63,17 +64,21 @@ def save_curves(curves: Mapping[str, pd.DataFrame], directory: Path) -> None:
 def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_out: Path,
               tables_dir: Path, plots_dir: Path | None = None, sweeps_dir: Path | None = None,
               training_dir: Path | None = None, bases_dir: Path | None = None, runs_dir: Path | None = None,
-              prepared_dir: Path | None = None, index: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+              prepared_dir: Path | None = None, costs_dir: Path | None = None,
+              index: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
     """Every output from the same results; each kind of plot data only where its directory is given.
 
     Training curves also read the histories under ``bases_dir`` and ``runs_dir``, and ``index``
     (as ``robust.index.load_index`` gives it) names each run's base. With ``prepared_dir`` (the prepare
     stage's outputs) each run's clean accuracy is checked against chance, the index naming its dataset.
+    With ``costs_dir`` (the pretrain stage's cost files) the cross-paper leaderboards join the tables.
     """
     if training_dir is not None and None in (bases_dir, runs_dir, index):
         raise ValueError("training curves need bases_dir, runs_dir and the index")
     if prepared_dir is not None and index is None:
         raise ValueError("the check against chance needs the index")
+    if costs_dir is not None and index is None:
+        raise ValueError("the leaderboards' training costs need the index (each run's base)")
     results = load_results(result_paths)
     if prepared_dir is not None:
         results = with_chance_checks(results, constant_accuracies(index["runs"], prepared_dir))
@@ -81,9 +86,14 @@ def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_
     save_json(summarize(results), summary_out)
     for table_id in TABLES:
         save_text(render_table(TABLES.get(table_id), results), tables_dir / f"{table_id}.md")
+    pages = []
     for study, page in transfer_matrices(results).items():
         save_text(page, tables_dir / f"transfer-{study}.md")
-    save_text(render_index(results), tables_dir / "README.md")
+        pages.append(f"transfer-{study}")
+    if costs_dir is not None:
+        run_bases = {run: fields["base"] for run, fields in index["runs"].items()}
+        pages += [path.stem for path in write_leaderboards(results, run_bases, costs_dir, tables_dir)]
+    save_text(render_index(results, pages), tables_dir / "README.md")
     if plots_dir is not None:
         save_curves(sweep_curves(results), plots_dir)
     if sweeps_dir is not None:

@@ -56,18 +56,18 @@ def report(table_id: str | None, run_id: str | None, metrics_dir: Path) -> None:
         return
     if "main" in summary:
         click.echo(run_metrics("main") + "\n")
-    for index in (metrics_dir / "tables" / "README.md", metrics_dir / "leaderboard" / "README.md"):
-        if index.exists():
-            click.echo(index.read_text())
+    index = metrics_dir / "tables" / "README.md"
+    if index.exists():
+        click.echo(index.read_text())
     click.echo(f"One table: robust report --table <id>. One run's metrics: robust report --run <id> "
                f"({len(summary)} runs in {summary_path}).")
 
 
 def _table_page(table_id: str, metrics_dir: Path) -> str:
     if table_id.startswith("leaderboard-"):
-        path = metrics_dir / "leaderboard" / f"{table_id}.md"
+        path = metrics_dir / "tables" / f"{table_id}.md"
         if not path.exists():
-            pages = sorted(page.stem for page in (metrics_dir / "leaderboard").glob("leaderboard-*.md"))
+            pages = sorted(page.stem for page in (metrics_dir / "tables").glob("leaderboard-*.md"))
             raise click.BadParameter(f"no {path}; leaderboards: {', '.join(pages) or 'none yet (run `dvc repro`)'}",
                                      param_hint="--table")
         return path.read_text()

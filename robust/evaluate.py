@@ -17,7 +17,8 @@ Metrics per attack (and per ε of a sweep):
 - ``alignment`` (clean inputs only) — the mean over all N points of the absolute cosine between
   x and the input gradient of the predicted class's logit (Etmann et al. 2019; ``robust.saliency``),
   read off the clean Jacobian: one forward pass per clean batch serves predictions, ‖J‖_F and
-  alignment (``clean_batch``);
+  alignment (``clean_batch``). Not written for a network invariant to the image's scale
+  (``robust.saliency.scale_invariant``), whose input gradient is orthogonal to x by construction;
 - ``rho_adv`` (minimal-perturbation attacks only; Jakubovitz & Giryes §4.1, Moosavi-Dezfooli
   et al.) — the mean over *all* N points of ‖δ_i‖/‖x_i‖ for the attack's minimal δ_i, in the
   norm it minimises; points misclassified without attack contribute 0 (δ = 0), as in the
@@ -68,7 +69,7 @@ from robust.attacks.base import flat_norm, project_l2, project_linf
 from robust.errors import ConfigError, MissingExtra
 from robust.jacobian_norms import jacobian_norms, logits_and_jacobian, norms_from_jacobian
 from robust.params import require_mapping
-from robust.saliency import alignment_from_jacobian
+from robust.saliency import alignment_from_jacobian, scale_invariant
 
 log = logging.getLogger(__name__)
 # float32 rounding of a norm grows with its size (an L1 norm of 50 over 784 pixels is off by ~4e-5),
@@ -341,8 +342,9 @@ def clean_batch(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[s
     """
     logits, jacobian = logits_and_jacobian(model, x)
     predicted = logits.argmax(1)
-    metrics = {**norms_from_jacobian(logits, jacobian),
-               "alignment": alignment_from_jacobian(jacobian, x, predicted).cpu()}
+    metrics = norms_from_jacobian(logits, jacobian)
+    if not scale_invariant(model):
+        metrics["alignment"] = alignment_from_jacobian(jacobian, x, predicted).cpu()
     return predicted.cpu(), metrics
 
 

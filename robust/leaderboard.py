@@ -7,9 +7,11 @@ renders their results: one row per defense, ranked by AutoAttack accuracy (the a
 gradient masking; ties broken by PGD-L∞, PGD-L2, then DeepFool ρ_adv), with every number read from
 the tidy results rows and a ⚠ on any cell a sanity check questions (``robust audit``).
 
-The training-cost column is wall-clock time (seconds per epoch ÷ the standard model's, both
-measured by the same pipeline on the same machine): it is not byte-reproducible, which is why the
-leaderboard is its own stage and not part of ``aggregate``, whose outputs must be.
+The pages are ``metrics/tables/leaderboard-<dataset>.md``, written by the ``aggregate`` stage beside
+the paper tables and listed in their index. The training-cost column is wall-clock time (seconds
+per epoch ÷ the standard model's, both measured by the same pipeline on the same machine): it is
+the one column of ``metrics/tables`` that is not byte-reproducible. The results parquet and
+``summary.json`` never read it.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def render_leaderboard(board: Leaderboard, results: pd.DataFrame, dataset: str,
 
 
 def write_leaderboards(results: pd.DataFrame, run_bases: Mapping[str, str], costs_dir: Path, out_dir: Path) -> list[Path]:
-    """A page for every leaderboard study and dataset it ran on (``Leaderboard.page_name``), and an index page.
+    """A page for every leaderboard study and dataset it ran on (``Leaderboard.page_name``), in ``out_dir``.
 
     ``run_bases`` maps each run to the base it was trained as (its training cost is the base's).
     """
@@ -142,6 +144,4 @@ def write_leaderboards(results: pd.DataFrame, run_bases: Mapping[str, str], cost
             path = out_dir / f"{board.page_name(dataset)}.md"
             save_text(render_leaderboard(board, results, dataset, costs), path)
             written.append(path)
-    pages = "".join(f"- [{path.stem}]({path.name})\n" for path in written) or "No leaderboard runs in the results yet.\n"
-    save_text(f"# Cross-paper leaderboards\n\n{pages}", out_dir / "README.md")
     return written

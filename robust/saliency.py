@@ -13,6 +13,11 @@ Here the alignment is additionally divided by ‖x‖: the absolute cosine betwe
 class is the predicted one, as Etmann et al. define it (for correctly classified points it is
 the true class). A point whose gradient or image is zero has alignment 0.
 
+A network that standardises each image first (``PerImageStandardize``: SGR's nets, JARN's WRN) gives
+c·x the logits of x for every c > 0, so ⟨x, g(x)⟩ = d/dc Ψ(c·x) at c = 1 is 0 for every x: its
+alignment is 0 by construction and says nothing about the model. ``scale_invariant`` names such
+networks, and the evaluation writes no alignment for them.
+
 Batched without a per-example loop: one backward pass of Σ_i Ψ^{F(x_i)}(x_i) gives every
 example's own gradient exactly when examples do not interact (eval mode: dropout off, BatchNorm
 on running statistics), which is how evaluation runs the model.
@@ -28,6 +33,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robust.models.layers import PerImageStandardize
+
 EPS = 1e-12  # a zero gradient or a black image gives 0, not NaN
 
 
@@ -39,6 +46,11 @@ def saliency(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = N
         chosen = logits.argmax(1) if classes is None else classes.to(logits.device)
         (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), x)
     return grad.detach()
+
+
+def scale_invariant(model: nn.Module) -> bool:
+    """Whether ``model`` standardises each image (``PerImageStandardize``): its alignment is 0 for every x."""
+    return any(isinstance(module, PerImageStandardize) for module in model.modules())
 
 
 def alignment_of(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

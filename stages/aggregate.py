@@ -1,5 +1,6 @@
 """DVC stage `aggregate`: all runs' rows (white-box and transfer) → results parquet, summary.json, paper
-tables and the plot data of `dvc plots` (ε sweeps, tables swept over a setting, training curves)."""
+tables, the cross-paper leaderboards and the plot data of `dvc plots` (ε sweeps, tables swept over a setting,
+training curves)."""
 
 from pathlib import Path
 
@@ -26,18 +27,21 @@ from robust.stage import stage
               help="the fine-tune stage's outputs, data/runs")
 @click.option("--prepared", "prepared_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="the prepare stage's outputs, data/prepared: whose manifests give each run's chance accuracy")
+@click.option("--costs", "costs_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="the pretrain stage's cost files, data/costs/bases: the leaderboards' training-cost column")
 @stage
 def main(results_dirs, results_out, summary_out, tables_dir, plots_dir, sweeps_dir, training_dir, bases_dir,
-         runs_dir, prepared_dir) -> None:
+         runs_dir, prepared_dir, costs_dir) -> None:
     """Collect the parquet files of every RESULTS_DIR (white-box results, transfer results)."""
     if training_dir is not None and None in (bases_dir, runs_dir):
         raise click.UsageError("--training needs --bases and --runs")
     # the run → base and run → dataset maps come from the same index dvc.yaml iterates over (params.yaml, studies)
-    index = load_index(Path("."))[0] if training_dir is not None or prepared_dir is not None else None
+    needs_index = (training_dir, prepared_dir, costs_dir) != (None, None, None)
+    index = load_index(Path("."))[0] if needs_index else None
     paths = sorted(path for directory in results_dirs for path in directory.glob("*.parquet"))
     frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir,
                       plots_dir=plots_dir, sweeps_dir=sweeps_dir, training_dir=training_dir, bases_dir=bases_dir,
-                      runs_dir=runs_dir, prepared_dir=prepared_dir, index=index)
+                      runs_dir=runs_dir, prepared_dir=prepared_dir, costs_dir=costs_dir, index=index)
     click.echo(run_table(frame, "main"))
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from robust.leaderboard import LEADERBOARDS, leaderboard_frame, render_leaderboard, write_leaderboards
 from robust.params import lookup
+from robust.results import RESULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST, CIFAR10 = LEADERBOARDS
@@ -85,7 +86,7 @@ def test_rendered_page_flags_a_failed_check_and_marks_missing_values():
     assert "reduced scale" in text
 
 
-def test_one_page_per_dataset_and_an_index(tmp_path):
+def test_one_page_per_dataset(tmp_path):
     results = pd.concat([_results(), pd.DataFrame(_rows("standard", clean=0.9, pgd=0.0, autoattack=0.0,
                                                          transfer=0.0, dataset="mnist10k"))])
     costs = tmp_path / "costs"
@@ -96,14 +97,13 @@ def test_one_page_per_dataset_and_an_index(tmp_path):
     written = write_leaderboards(results, bases, costs, tmp_path / "out")
     assert [path.name for path in written] == ["leaderboard-digits.md", "leaderboard-mnist10k.md"]
     assert "2.50" in written[0].read_text()
-    index = (tmp_path / "out" / "README.md").read_text()
-    assert "(leaderboard-digits.md)" in index and "(leaderboard-mnist10k.md)" in index
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [path.name for path in written]
 
 
-def test_no_leaderboard_runs_still_writes_the_index(tmp_path):
+def test_no_leaderboard_runs_write_no_page(tmp_path):
     results = pd.DataFrame(_rows("standard", clean=0.9, pgd=0.0, autoattack=0.0, transfer=0.0)).assign(study="other")
     assert write_leaderboards(results, {}, tmp_path, tmp_path / "out") == []
-    assert "No leaderboard runs" in (tmp_path / "out" / "README.md").read_text()
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("board", LEADERBOARDS, ids=lambda board: board.study)
@@ -152,28 +152,33 @@ def test_two_leaderboards_on_the_same_data_get_their_own_pages(tmp_path):
     assert at[2:8] == ["40.00", "40.00", "30.00", "15.00", "25.00", "35.00"]  # the 8/255 and L2 0.5 cells
 
 
-def test_the_stage_reads_the_index_results_and_costs(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("leaderboard_stage", ROOT / "stages" / "leaderboard.py")
+def test_the_aggregate_stage_writes_the_leaderboards_beside_the_tables_and_indexes_them(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("aggregate_stage", ROOT / "stages" / "aggregate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.chdir(ROOT)  # the index (dvc.yaml vars, study files) maps each run to its base
-    results = tmp_path / "results.parquet"
-    _results().to_parquet(results)
+    results = tmp_path / "results"
+    results.mkdir()
+    _results().reindex(columns=RESULT_COLUMNS).to_parquet(results / "rows.parquet")
     costs = tmp_path / "costs"
     costs.mkdir()
     for base, seconds in (("leaderboard-standard", 2.0), ("leaderboard-jarn", 5.0)):
         (costs / f"{base}.json").write_text(json.dumps({"seconds_per_epoch": seconds, "epochs_timed": 8}))
-    result = CliRunner().invoke(module.main, ["--results", str(results), "--costs", str(costs), "--out", str(tmp_path / "out")])
+    out = tmp_path / "metrics"
+    result = CliRunner().invoke(module.main, [str(results), "--results-out", str(out / "results.parquet"),
+                                              "--summary", str(out / "summary.json"), "--tables", str(out / "tables"),
+                                              "--plots", str(out / "plots"), "--costs", str(costs)])
     assert result.exit_code == 0, result.output
-    page = (tmp_path / "out" / "leaderboard-digits.md").read_text()
+    page = (out / "tables" / "leaderboard-digits.md").read_text()
     jarn = next(line for line in page.splitlines() if "| jarn " in line)
     assert jarn.strip("| ").split("|")[-1].strip() == "2.50"
+    assert "- [leaderboard-digits](leaderboard-digits.md)" in (out / "tables" / "README.md").read_text()
 
 
 def test_report_prints_a_leaderboard_and_names_the_existing_ones(tmp_path):
     from robust.cli import cli
 
-    write_leaderboards(_results(), {}, tmp_path / "costs", tmp_path / "metrics" / "leaderboard")
+    write_leaderboards(_results(), {}, tmp_path / "costs", tmp_path / "metrics" / "tables")
     metrics = str(tmp_path / "metrics")
     shown = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "leaderboard-digits"])
     assert shown.exit_code == 0 and "| at " in shown.output, shown.output

@@ -8,7 +8,7 @@ from torch import nn
 
 from robust.models import build_model
 from robust.models.jarn import SameConv2d, same_padding
-from robust.models.wrn import PerImageStandardize
+from robust.models.layers import PerImageStandardize
 
 
 def count(model: nn.Module) -> int:

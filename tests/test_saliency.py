@@ -5,7 +5,9 @@ from torch import nn
 
 from robust.evaluate import AttackSpec, evaluate
 from robust.jacobian import input_jacobian
-from robust.saliency import alignment, alignment_from_jacobian, saliency
+from robust.models import build_model
+from robust.models.layers import PerImageStandardize
+from robust.saliency import alignment, alignment_from_jacobian, saliency, scale_invariant
 
 
 def _linear(weight: torch.Tensor) -> nn.Module:
@@ -74,3 +76,31 @@ def test_evaluate_reports_the_mean_alignment_as_a_clean_row():
     result = evaluate(model, x, y, [AttackSpec("fgsm", {"eps": 0.1})], batch_size=4, seed=0)
     row = next(r for r in result.rows if r["attack"] == "clean" and r["metric"] == "alignment")
     assert abs(row["value"] - alignment(model, x).mean().item()) < 1e-12 and row["n"] == 10
+
+
+def _standardising_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(PerImageStandardize(), nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(3 * 4 * 4, 4)).double().eval()
+
+
+def test_a_network_that_standardises_each_image_has_alignment_zero_for_every_input():
+    # the reason the evaluation writes no alignment for such networks: the number is 0 by construction
+    model = _standardising_model()
+    x = torch.rand(8, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert scale_invariant(model) and not scale_invariant(nn.Sequential(nn.Flatten(), nn.Linear(36, 4)))
+    assert alignment(model, x).abs().max().item() < 1e-10
+    assert saliency(model, x).abs().max().item() > 1e-3  # the gradient itself is not zero
+
+
+def test_evaluate_writes_no_alignment_for_a_network_that_standardises_each_image():
+    model = _standardising_model()
+    x, y = torch.rand(10, 1, 6, 6, dtype=torch.float64), torch.randint(0, 4, (10,))
+    metrics = {row["metric"] for row in evaluate(model, x, y, [], batch_size=4, seed=0).rows}
+    assert "alignment" not in metrics and "jacobian_fro" in metrics
+
+
+def test_the_papers_standardising_networks_are_recognised():
+    for arch in ("sgr-mnist", "wrn-34-10"):
+        assert scale_invariant(build_model(arch, in_shape=(1, 28, 28), num_classes=10, width=0.125))
+    assert not scale_invariant(build_model("jarn-mnist", in_shape=(1, 28, 28), num_classes=10, width=0.25))

@@ -56,11 +56,11 @@ def test_training_stages_depend_on_every_module_the_trainer_runs():
 
 
 def test_stages_reading_the_index_track_the_runs_map_of_every_index_file():
-    # aggregate, costs and leaderboard map runs to bases and datasets through robust.index: a run
+    # aggregate and costs map runs to bases and datasets through robust.index: a run
     # added to or removed from a study file must rerun them, and a study file added to `vars:` with it
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     index_files = ["params.yaml", *dvc["vars"]]
-    for stage in ("aggregate", "costs", "leaderboard"):
+    for stage in ("aggregate", "costs"):
         tracked = {file: keys for entry in dvc["stages"][stage]["params"] for file, keys in entry.items()}
         assert sorted(tracked) == sorted(index_files), f"dvc.yaml stage {stage!r}: params files ≠ params.yaml + vars"
         assert all("runs" in keys for keys in tracked.values()), f"dvc.yaml stage {stage!r} must track each `runs`"

@@ -10,6 +10,7 @@ import pytest
 
 from robust.aggregate import metric_key, summarize
 from robust.tables import TABLES, render_index, render_table
+from robust.tables.reproduced import REPRODUCED
 from table_cells import clean_and_deepfool_rows
 
 PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
@@ -78,6 +79,31 @@ def test_render_puts_reproduced_paper_and_difference_side_by_side():
     unrun = dataclasses.replace(table, rows=(*table.rows, dataclasses.replace(table.rows[0], label="X", run=None)))
     assert "| X " in render_table(unrun, results) and "defense not implemented yet" in render_table(unrun, results)
     assert "smoke only" in render_index(results)
+
+
+def test_the_index_gives_a_documented_larger_run_beside_these_results_status():
+    results = pd.DataFrame(_rows("jakubovitz2018-table3-none"))
+    line = next(line for line in render_index(results).splitlines() if line.startswith("| [jakubovitz2018-table3]"))
+    status, these = [cell.strip() for cell in line.strip("|").split("|")][2:]
+    assert status == "cpu scale, every row: [numbers](../../docs/results/jakubovitz2018.md)"
+    assert these == "smoke only (7 of 8 rows not yet)"
+    # a table no larger run covered keeps these results' status
+    svhn = next(line for line in render_index(results).splitlines() if line.startswith("| [chan2020-svhn-table2]"))
+    assert [cell.strip() for cell in svhn.strip("|").split("|")][2:] == ["not yet", "not yet"]
+
+
+def test_every_documented_reproduction_names_a_table_and_a_page_that_exist():
+    root = Path(__file__).resolve().parents[1]
+    for table_id, reproduced in REPRODUCED.items():
+        assert table_id in TABLES, f"REPRODUCED names {table_id!r}, no registered table"
+        assert reproduced.profile in ("cpu", "paper") and (root / reproduced.page).is_file(), table_id
+
+
+def test_the_index_lists_the_other_pages_after_the_tables():
+    text = render_index(pd.DataFrame(_rows("main")), ["transfer-roth2018", "leaderboard-digits"])
+    assert text.index("| [jakubovitz2018-table3]") < text.index("- [transfer-roth2018](transfer-roth2018.md)")
+    assert "- [leaderboard-digits](leaderboard-digits.md)" in text
+    assert "Beyond the paper tables" not in render_index(pd.DataFrame(_rows("main")))
 
 
 def test_status_paper_scale_only_when_every_run_is_paper_profile():

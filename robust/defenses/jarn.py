@@ -17,16 +17,17 @@ The Jacobian is differentiated again (double backpropagation), so L_adv reaches 
 parameters through ∇ₓ.
 
 Faithful: uniform input noise U(−ε, ε), clipped to [0, 1], at every training step (the official
-``--img_random_pert``, also before JARN starts, where §3 speaks of noise "during JARN training"); JARN only for the last ``1 − start_fraction`` of
-training (§3: the last 25%; the official CIFAR-10 run: the last 20k of 160k steps, fraction
-0.875); the discriminator updated once every ``disc_every`` JARN steps, starting with the first
-(§4: 10 MNIST, 20 SVHN/CIFAR-10); its architecture (``JarnConvDiscriminatorModel``: per-example
-zero-mean + L2 input normalisation, 4×4 stride-2 "SAME" convolutions with bias, each followed
-by BatchNorm and leaky ReLU 0.1, channels base·2^i, then a linear layer) with the §4 sizes:
-MNIST 2 layers from 64, SVHN 5 from 16, CIFAR-10 5 from 32; BatchNorm in training mode over the
-concatenated fake/real batch; the adaptor and discriminator have their own optimizers (momentum
-0.9 as the official ``same_optimizer``; Adam as its alternative) whose learning rates follow the
-classifier's schedule (``lr_factor``); the adaptor's loss weight is 1 (official ``gamma``).
+``--img_random_pert``, also before JARN starts, where §3 speaks of noise "during JARN training");
+JARN only for the last ``1 − start_fraction`` of training (§3: the last 25%; the official CIFAR-10
+run: the last 20k of 160k steps, fraction 0.875); the discriminator updated once every
+``disc_every`` JARN steps, starting with the first (§4: 10 MNIST, 20 SVHN/CIFAR-10); its
+architecture (``JarnConvDiscriminatorModel``: per-example zero-mean + L2 input normalisation, 4×4
+stride-2 "SAME" convolutions with bias, each followed by BatchNorm and leaky ReLU 0.1, channels
+base·2^i, then a linear layer) with the §4 sizes: MNIST 2 layers from 64, SVHN 5 from 16, CIFAR-10 5
+from 32; BatchNorm in training mode over the concatenated fake/real batch; the adaptor and
+discriminator have their own optimizers (momentum 0.9 as the official ``same_optimizer``; Adam as
+its alternative) whose learning rates follow the classifier's schedule (``lr_factor``); the
+adaptor's loss weight is 1 (official ``gamma``).
 
 Settings: ``jacobian: ce`` (default; eq. 6, the gradient of the cross-entropy, as the paper
 states) or ``true_prob`` (the official code: the gradient of the true-class softmax probability

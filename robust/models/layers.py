@@ -21,6 +21,23 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class PerImageStandardize(nn.Module):
+    """(x − mean) / max(std, 1/√D) per image, over all its D = C·H·W values, as TensorFlow's
+    ``per_image_standardization`` (SGR's and JARN's official code): a constant image is centred, not
+    divided by zero.
+
+    The network's output is then the same for x and a·x + b (a > 0), so its input gradient is
+    orthogonal to x: ``robust.saliency`` measures alignment on the standardised image instead.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        mean = flat.mean(1, keepdim=True)
+        floor = flat.shape[1] ** -0.5
+        std = flat.std(1, unbiased=False, keepdim=True).clamp_min(floor)
+        return ((flat - mean) / std).view_as(x)
+
+
 def scaled(channels: int, width: float) -> int:
     """Layer width after applying a profile's width multiplier (at least 1)."""
     return max(1, round(channels * width))

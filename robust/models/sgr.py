@@ -21,21 +21,10 @@ import torch
 from torch import nn
 
 from robust.models import ARCHS
-from robust.models.layers import scaled
+from robust.models.layers import PerImageStandardize, scaled
 
 WIDTHS = {"mnist": (32, 32, 64, 64, 200, 200), "cifar10": (64, 64, 128, 128, 256, 256)}
 KERNEL = 3
-
-
-class PerImageStandardize(nn.Module):
-    """(x − mean) / max(std, 1/√D) per image, over all its D = C·H·W values."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1)
-        mean = flat.mean(1, keepdim=True)
-        floor = flat.shape[1] ** -0.5  # a constant image is centred, not divided by zero
-        std = flat.std(1, unbiased=False, keepdim=True).clamp_min(floor)
-        return ((flat - mean) / std).view_as(x)
 
 
 class SgrNet(nn.Module):

@@ -28,23 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from robust.models import ARCHS
-from robust.models.layers import scaled
+from robust.models.layers import PerImageStandardize, scaled
 
 STAGE_WIDTHS = (160, 320, 640)
 UNITS_PER_STAGE = 5
 STRIDES = (1, 2, 2)
 LEAK = 0.1
-
-
-class PerImageStandardize(nn.Module):
-    """(x − mean) / max(std, 1/√N) per image over all N = C·H·W values, as TensorFlow's."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1)
-        mean = flat.mean(1)
-        floor = 1.0 / math.sqrt(flat.shape[1])
-        std = flat.std(1, unbiased=False).clamp_min(floor)
-        return (x - mean.view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1)
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:

@@ -8,6 +8,7 @@ reads the tidy results rows; nothing here computes a number.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -15,6 +16,7 @@ from tabulate import tabulate
 
 from robust import chance_level
 from robust.registry import Registry
+from robust.tables.reproduced import REPRODUCED
 from robust.sanity import RUN_WIDE, violations
 
 TABLES: Registry = Registry("table", "--table")
@@ -162,6 +164,8 @@ def table_status(table: Table, results: pd.DataFrame) -> str:
 
 def render_table(table: Table, results: pd.DataFrame) -> str:
     """GitHub markdown: reproduced | paper | difference per column, plus the run's profile/dataset."""
+    # every cell scans the rows it may read: the table's own runs, not the whole pipeline's
+    results = results[results.run.isin(table.runs_read())]
     headers = ["Row"]
     for column in table.columns:
         headers += [f"{column.label} (ours)", f"{column.label} (paper)", "Δ"]
@@ -208,10 +212,26 @@ def _provenance(row: Row, results: pd.DataFrame) -> str:
     return text
 
 
-def render_index(results: pd.DataFrame) -> str:
-    rows = [[f"[{table_id}]({table_id}.md)", TABLES.get(table_id).title, table_status(TABLES.get(table_id), results)]
+def index_status(table: Table, results: pd.DataFrame) -> str:
+    """The largest scale the table has been reproduced at: a documented larger run (``REPRODUCED``,
+    linked from ``metrics/tables/``) or else these results' own status."""
+    documented = REPRODUCED.get(table.id)
+    if documented is None:
+        return table_status(table, results)
+    return f"{documented.profile} scale, {documented.extent}: [numbers](../../{documented.page})"
+
+
+def render_index(results: pd.DataFrame, pages: Sequence[str] = ()) -> str:
+    """The paper tables with their status, then ``pages``: the other pages of the folder (file stems)."""
+    rows = [[f"[{table_id}]({table_id}.md)", TABLES.get(table_id).title, index_status(TABLES.get(table_id), results),
+             table_status(TABLES.get(table_id), results)]
             for table_id in TABLES]
-    return "# Paper tables\n\n" + tabulate(rows, headers=["table", "title", "status"], tablefmt="github") + "\n"
+    others = "".join(f"- [{page}]({page}.md)\n" for page in pages)
+    return ("# Paper tables\n\nStatus: the largest scale each table has been reproduced at, with where its numbers "
+            "are; the last column is that of the results these pages were rendered from.\n\n"
+            + tabulate(rows, headers=["table", "title", "status", "these results"], tablefmt="github") + "\n"
+            + (f"\n## Beyond the paper tables\n\nTransfer matrices and the cross-paper leaderboards:\n\n{others}"
+               if others else ""))
 
 
 from robust.tables import jakubovitz2018  # noqa: E402,F401  (registers its tables)
