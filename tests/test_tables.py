@@ -99,6 +99,19 @@ def test_every_documented_reproduction_names_a_table_and_a_page_that_exist():
         assert reproduced.profile in ("cpu", "paper") and (root / reproduced.page).is_file(), table_id
 
 
+def test_the_readme_status_table_and_the_record_agree_on_the_cpu_runs():
+    # two views of one fact, the README's cpu column and REPRODUCED: neither may claim a run the other lacks
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    header = "| table | what it is | rows | smoke | cpu | paper |"
+    rows = readme[readme.index(header):].split("\n\n")[0].splitlines()[2:]
+    assert len(rows) > 20
+    for row in rows:
+        cpu = row.strip("|").split("|")[4].strip()
+        documented = not cpu.startswith(("—", "not run"))
+        for table_id in re.findall(r"\(metrics/tables/([\w-]+)\.md\)", row):
+            assert (table_id in REPRODUCED) == documented, f"{table_id}: README cpu column {cpu[:40]!r}"
+
+
 def test_the_index_lists_the_other_pages_after_the_tables():
     text = render_index(pd.DataFrame(_rows("main")), ["transfer-roth2018", "leaderboard-digits"])
     assert text.index("| [jakubovitz2018-table3]") < text.index("- [transfer-roth2018](transfer-roth2018.md)")

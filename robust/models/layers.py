@@ -27,7 +27,7 @@ class PerImageStandardize(nn.Module):
     divided by zero.
 
     The network's output is then the same for x and a·x + b (a > 0), so its input gradient is
-    orthogonal to x: ``robust.saliency`` measures alignment on the standardised image instead.
+    orthogonal to x, and the evaluation writes no alignment for it (``robust.saliency.scale_invariant``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
