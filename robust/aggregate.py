@@ -10,6 +10,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from robust.chance_level import chance_checks, constant_accuracies
+from robust.index import run_bases
 from robust.io import save_json, save_parquet, save_text
 from robust.leaderboard import write_leaderboards
 from robust.plots import sweep_curves, sweep_tables, training_curves
@@ -91,8 +92,7 @@ def aggregate(result_paths: Iterable[str | Path], *, results_out: Path, summary_
         save_text(page, tables_dir / f"transfer-{study}.md")
         pages.append(f"transfer-{study}")
     if costs_dir is not None:
-        run_bases = {run: fields["base"] for run, fields in index["runs"].items()}
-        pages += [path.stem for path in write_leaderboards(results, run_bases, costs_dir, tables_dir)]
+        pages += [path.stem for path in write_leaderboards(results, run_bases(index), costs_dir, tables_dir)]
     save_text(render_index(results, pages), tables_dir / "README.md")
     if plots_dir is not None:
         save_curves(sweep_curves(results), plots_dir)

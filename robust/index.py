@@ -38,9 +38,10 @@ def load_index(root: Path = Path(".")) -> tuple[dict[str, dict], dict[str, dict]
     return index, files
 
 
-def run_bases(root: Path = Path(".")) -> dict[str, str]:
-    """Each run of the index → the base it was trained from (whose cost and history are its pretraining)."""
-    return {run: fields["base"] for run, fields in load_index(root)[0]["runs"].items()}
+def run_bases(index: Mapping[str, Mapping]) -> dict[str, str]:
+    """Each run of ``index`` (as ``load_index`` gives it) → the base it was trained from, whose cost and
+    history are its pretraining."""
+    return {run: fields["base"] for run, fields in index["runs"].items()}
 
 
 def check_index(index: Mapping[str, dict], files: Mapping[str, dict]) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from robust.costs import write_run_costs
-from robust.index import run_bases
+from robust.index import load_index, run_bases
 from robust.stage import stage
 
 
@@ -15,7 +15,7 @@ from robust.stage import stage
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="the metrics file, metrics/costs.json")
 @stage
 def main(costs_dir: Path, out: Path) -> None:
-    runs = run_bases()
+    runs = run_bases(load_index()[0])
     costs = write_run_costs(costs_dir, runs, out)
     click.echo(f"wrote {out}: the training cost of {len(costs)} of {len(runs)} runs")
 

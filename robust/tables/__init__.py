@@ -212,20 +212,22 @@ def _provenance(row: Row, results: pd.DataFrame) -> str:
     return text
 
 
-def index_status(table: Table, results: pd.DataFrame) -> str:
+def index_status(table_id: str, current: str) -> str:
     """The largest scale the table has been reproduced at: a documented larger run (``REPRODUCED``,
-    linked from ``metrics/tables/``) or else these results' own status."""
-    documented = REPRODUCED.get(table.id)
+    linked from ``metrics/tables/``) or else ``current``, the status of the results at hand."""
+    documented = REPRODUCED.get(table_id)
     if documented is None:
-        return table_status(table, results)
+        return current
     return f"{documented.profile} scale, {documented.extent}: [numbers](../../{documented.page})"
 
 
 def render_index(results: pd.DataFrame, pages: Sequence[str] = ()) -> str:
     """The paper tables with their status, then ``pages``: the other pages of the folder (file stems)."""
-    rows = [[f"[{table_id}]({table_id}.md)", TABLES.get(table_id).title, index_status(TABLES.get(table_id), results),
-             table_status(TABLES.get(table_id), results)]
-            for table_id in TABLES]
+    rows = []
+    for table_id in TABLES:
+        table = TABLES.get(table_id)
+        current = table_status(table, results)
+        rows.append([f"[{table_id}]({table_id}.md)", table.title, index_status(table_id, current), current])
     others = "".join(f"- [{page}]({page}.md)\n" for page in pages)
     return ("# Paper tables\n\nStatus: the largest scale each table has been reproduced at, with where its numbers "
             "are; the last column is that of the results these pages were rendered from.\n\n"
