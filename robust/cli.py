@@ -64,10 +64,11 @@ def report(table_id: str | None, run_id: str | None, metrics_dir: Path) -> None:
 
 
 def _table_page(table_id: str, metrics_dir: Path) -> str:
+    """A page of metrics/tables: a registered paper table, or a leaderboard (named by its study and data)."""
+    path = metrics_dir / "tables" / f"{table_id}.md"
     if table_id.startswith("leaderboard-"):
-        path = metrics_dir / "tables" / f"{table_id}.md"
         if not path.exists():
-            pages = sorted(page.stem for page in (metrics_dir / "tables").glob("leaderboard-*.md"))
+            pages = sorted(page.stem for page in path.parent.glob("leaderboard-*.md"))
             raise click.BadParameter(f"no {path}; leaderboards: {', '.join(pages) or 'none yet (run `dvc repro`)'}",
                                      param_hint="--table")
         return path.read_text()
@@ -75,7 +76,6 @@ def _table_page(table_id: str, metrics_dir: Path) -> str:
         TABLES.get(table_id)
     except ConfigError as error:
         raise click.BadParameter(str(error).split(": ", 1)[1], param_hint="--table") from None
-    path = metrics_dir / "tables" / f"{table_id}.md"
     if not path.exists():
         raise click.ClickException(f"{path} does not exist: run `dvc repro` first")
     return path.read_text()

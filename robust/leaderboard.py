@@ -109,7 +109,8 @@ def render_leaderboard(board: Leaderboard, results: pd.DataFrame, dataset: str,
     on_dataset = results[results.dataset == dataset]
     own = on_dataset[(on_dataset.study == board.study) & (on_dataset.source == "")]
     runs = sorted(own.run.unique())
-    frame = leaderboard_frame(board, on_dataset, runs, costs)
+    # every cell reads its own run's rows (white-box and transfer): scan those, not the whole data set's
+    frame = leaderboard_frame(board, on_dataset[on_dataset.run.isin(runs)], runs, costs)
     profiles = ", ".join(sorted(own.profile.unique()))
     body = [[rank, row["defense"],
              *(format_cell(row[column.label], column.digits, row[f"{column.label} flagged"])

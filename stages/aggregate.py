@@ -36,7 +36,7 @@ def main(results_dirs, results_out, summary_out, tables_dir, plots_dir, sweeps_d
     if training_dir is not None and None in (bases_dir, runs_dir):
         raise click.UsageError("--training needs --bases and --runs")
     # the run → base and run → dataset maps come from the same index dvc.yaml iterates over (params.yaml, studies)
-    needs_index = (training_dir, prepared_dir, costs_dir) != (None, None, None)
+    needs_index = any(option is not None for option in (training_dir, prepared_dir, costs_dir))
     index = load_index(Path("."))[0] if needs_index else None
     paths = sorted(path for directory in results_dirs for path in directory.glob("*.parquet"))
     frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir,

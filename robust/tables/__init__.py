@@ -16,8 +16,8 @@ from tabulate import tabulate
 
 from robust import chance_level
 from robust.registry import Registry
-from robust.tables.reproduced import REPRODUCED
 from robust.sanity import RUN_WIDE, violations
+from robust.tables.reproduced import REPRODUCED
 
 TABLES: Registry = Registry("table", "--table")
 NOT_IN_TEXT = "not in text"
