@@ -25,7 +25,8 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--table", "table_id", default=None,
-              help="print one paper table, e.g. jakubovitz2018-table3, or a leaderboard, e.g. leaderboard-digits")
+              help="print one paper table, e.g. jakubovitz2018-table3, a leaderboard, e.g. leaderboard-digits, "
+                   "or a study's transfer matrix, e.g. transfer-roth2018")
 @click.option("--run", "run_id", default=None, help="print every metric of one run, e.g. main")
 @click.option("--metrics", "metrics_dir", default="metrics", show_default=True,
               type=click.Path(path_type=Path, file_okay=False))
@@ -63,13 +64,18 @@ def report(table_id: str | None, run_id: str | None, metrics_dir: Path) -> None:
                f"({len(summary)} runs in {summary_path}).")
 
 
+# the pages aggregate writes beside the registered tables, named by study (and data set), not registered
+GENERATED_PAGES = ("leaderboard-", "transfer-")
+
+
 def _table_page(table_id: str, metrics_dir: Path) -> str:
-    """A page of metrics/tables: a registered paper table, or a leaderboard (named by its study and data)."""
+    """A page of metrics/tables: a registered paper table, a leaderboard or a study's transfer matrix."""
     path = metrics_dir / "tables" / f"{table_id}.md"
-    if table_id.startswith("leaderboard-"):
+    prefix = next((prefix for prefix in GENERATED_PAGES if table_id.startswith(prefix)), None)
+    if prefix is not None:
         if not path.exists():
-            pages = sorted(page.stem for page in path.parent.glob("leaderboard-*.md"))
-            raise click.BadParameter(f"no {path}; leaderboards: {', '.join(pages) or 'none yet (run `dvc repro`)'}",
+            pages = sorted(page.stem for page in path.parent.glob(f"{prefix}*.md"))
+            raise click.BadParameter(f"no {path}; {prefix}* pages: {', '.join(pages) or 'none yet (run `dvc repro`)'}",
                                      param_hint="--table")
         return path.read_text()
     try:

@@ -54,3 +54,12 @@ def test_unknown_run_suggests_close_names(tmp_path):
 def test_table_and_run_together_are_refused(tmp_path):
     result = CliRunner().invoke(cli, ["report", "--metrics", _metrics(tmp_path), "--run", "main", "--table", "x"])
     assert result.exit_code != 0 and "not both" in result.output
+
+
+def test_a_transfer_matrix_prints_by_its_page_name_and_a_missing_one_names_the_others(tmp_path):
+    metrics = _metrics(tmp_path)
+    (tmp_path / "tables" / "transfer-roth2018.md").write_text("# transfer-roth2018\n\n| target | clean |\n")
+    shown = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "transfer-roth2018"])
+    assert shown.exit_code == 0 and "| target | clean |" in shown.output, shown.output
+    missing = CliRunner().invoke(cli, ["report", "--metrics", metrics, "--table", "transfer-chan2020"])
+    assert missing.exit_code != 0 and "transfer-roth2018" in missing.output
