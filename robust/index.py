@@ -1,4 +1,4 @@
-"""The pipeline index: the ``datasets``, ``bases`` and ``runs`` maps dvc.yaml iterates over.
+"""The pipeline index: the ``datasets``, ``bases``, ``runs`` and ``transfer_runs`` maps dvc.yaml iterates over.
 
 params.yaml and every study file listed under ``vars:`` in dvc.yaml contribute entries; DVC
 merges them. A run naming a base that does not exist only surfaces in DVC as a missing
@@ -30,7 +30,7 @@ def load_index(root: Path = Path(".")) -> tuple[dict[str, dict], dict[str, dict]
     for name in dvc.get("vars", []):
         if isinstance(name, str):
             files[name] = load_params(root / name)
-    index: dict[str, dict] = {section: {} for section in (*INDEX_FIELDS, "figures", "study_figures")}
+    index: dict[str, dict] = {section: {} for section in (*INDEX_FIELDS, "transfer_runs", "figures", "study_figures")}
     for name, params in files.items():
         for section in index:
             for item, fields in require_mapping(params.get(section, {}), f"{name}:{section}").items():
@@ -78,3 +78,36 @@ def check_index(index: Mapping[str, dict], files: Mapping[str, dict]) -> None:
             if index["runs"][run]["dataset"] != fields.get("dataset"):
                 raise ConfigError(f"study_figures.{figure}.dataset", f"must be the dataset of run {run!r}: "
                                   f"{index['runs'][run]['dataset']!r}")
+    _check_transfer_runs(index, files)
+
+
+def saves_transfer_examples(attack: Mapping) -> bool:
+    """Whether an attack config saves examples for its study's transfer matrix, at any profile."""
+    overrides = require_mapping(attack.get("profiles", {}), "profiles").values()
+    return bool(attack.get("transfer")) or any(bool(override and override.get("transfer")) for override in overrides)
+
+
+def _check_transfer_runs(index: Mapping[str, dict], files: Mapping[str, dict]) -> None:
+    # dvc.yaml's transfer stage iterates over `transfer_runs`: a study whose runs save transfer examples
+    # needs every run there (each is one column of its matrix), and a study that saves none needs none
+    # (each stage would classify nothing, and cost a rewrite of dvc.lock)
+    runs = index["runs"]
+    for run, fields in index["transfer_runs"].items():
+        if run not in runs:
+            raise ConfigError(f"transfer_runs.{run}", "no runs entry of that name", sorted(runs))
+        if fields != runs[run]:
+            raise ConfigError(f"transfer_runs.{run}", "must be the runs entry of the same name: "
+                              "`transfer_runs: *runs` in the study file")
+    saving = set()
+    for fields in runs.values():
+        params = {**files["params.yaml"], **files[fields["params_file"]]}
+        if saves_transfer_examples(require_mapping(lookup(params, fields["attack_key"]), fields["attack_key"])):
+            saving.add(fields["study"])
+    for run, fields in runs.items():
+        listed = run in index["transfer_runs"]
+        if fields["study"] in saving and not listed:
+            raise ConfigError("transfer_runs", f"study {fields['study']!r} saves transfer examples, but its run "
+                              f"{run!r} is not listed: its matrix would lack that column; add `transfer_runs: *runs`")
+        if listed and fields["study"] not in saving:
+            raise ConfigError(f"transfer_runs.{run}", f"no run of study {fields['study']!r} saves transfer "
+                              "examples (its attack configs have no `transfer`): its stage would classify nothing")

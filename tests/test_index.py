@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from robust.cli import cli
 from robust.errors import ConfigError
-from robust.index import check_index, load_index
+from robust.index import check_index, load_index, saves_transfer_examples
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +82,39 @@ def test_a_study_figure_must_name_runs_of_its_dataset(project):
     _edit(project / "studies/chan2020.yaml", lambda p: p["study_figures"]["chan2020-fig4"].update(dataset="other"))
     with pytest.raises(ConfigError, match=r"study_figures\.chan2020-fig4\.dataset'"):
         check_index(*load_index(project))
+
+
+def test_transfer_stages_are_those_of_the_studies_that_save_transfer_examples(project):
+    index, _ = load_index(project)
+    assert "roth2018-clean" in index["transfer_runs"] and "main" not in index["transfer_runs"]
+    assert not any(fields["study"] == "jakubovitz2018" for fields in index["transfer_runs"].values())
+    # a run left out of its study's transfer_runs would be a missing column of the matrix
+    _edit(project / "studies/roth2018.yaml", lambda p: p.update(
+        transfer_runs={name: run for name, run in p["runs"].items() if name != "roth2018-clean"}))
+    with pytest.raises(ConfigError, match=r"'transfer_runs': study 'roth2018' saves transfer examples, but its "
+                                          r"run 'roth2018-clean' is not listed"):
+        check_index(*load_index(project))
+
+
+def test_a_study_without_transfer_examples_lists_no_transfer_runs(project):
+    _edit(project / "studies/chan2020.yaml", lambda p: p.update(transfer_runs=p["runs"]))
+    with pytest.raises(ConfigError, match=r"transfer_runs\.chan2020-\S+': no run of study 'chan2020' saves "
+                                          r"transfer examples"):
+        check_index(*load_index(project))
+
+
+def test_a_transfer_run_is_its_runs_entry(project):
+    _edit(project / "studies/roth2018.yaml", lambda p: p.update(
+        transfer_runs={**p["runs"], "roth2018-clean": {**p["runs"]["roth2018-clean"], "base": "roth2018-gn"}}))
+    with pytest.raises(ConfigError, match=r"transfer_runs\.roth2018-clean': must be the runs entry"):
+        check_index(*load_index(project))
+    _edit(project / "studies/roth2018.yaml", lambda p: p.update(transfer_runs={**p["runs"], "nope": p["runs"]["roth2018-clean"]}))
+    with pytest.raises(ConfigError, match=r"transfer_runs\.nope': no runs entry"):
+        check_index(*load_index(project))
+
+
+def test_transfer_examples_saved_at_one_profile_count():
+    pgd = {"name": "pgd", "eps": 0.3}
+    assert saves_transfer_examples({"suite": [pgd], "transfer": [pgd]})
+    assert saves_transfer_examples({"suite": [pgd], "profiles": {"smoke": {"transfer": [pgd]}, "cpu": None}})
+    assert not saves_transfer_examples({"suite": [pgd], "transfer": [], "profiles": {"smoke": {"suite": [pgd]}}})

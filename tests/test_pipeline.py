@@ -99,6 +99,8 @@ def _trim_study(path: Path, study: str, kept_runs: set[str]) -> None:
     assert len(runs) == len(kept_runs), f"{study}: no runs named {sorted(kept_runs)}"
     bases = {run["base"] for run in runs.values()}
     params["runs"] = runs
+    if "transfer_runs" in params:
+        params["transfer_runs"] = runs
     params["bases"] = {name: base for name, base in params.get("bases", {}).items() if name in bases}
     params["figures"] = {name: figure for name, figure in params.get("figures", {}).items() if name in runs}
     # a study figure reads data/runs whole (dvc.yaml `study-figures`): it would redraw in every experiment
@@ -161,7 +163,8 @@ def project(tmp_path_factory):
 
 def test_repro_writes_metrics_tables_and_summary(project):
     root, _, log = project
-    for stage in ["prepare@main", "pretrain@main", "defense-finetune@main", "attack@main", "transfer@main",
+    for stage in ["prepare@main", "pretrain@main", "defense-finetune@main", "attack@main",
+                  "transfer@matyasko2018-fc-critic-s0", "transfer@roth2018-cifar10-clean",
                   "aggregate", "defense-finetune@jakubovitz2018-table3-jacobian"]:
         assert f"Running stage '{stage}'" in log
     results = pd.read_parquet(root / "metrics/results.parquet")
@@ -177,7 +180,9 @@ def test_repro_writes_metrics_tables_and_summary(project):
     assert set(checks.metric) == {"check_iterative_le_single_step", "check_large_eps_reaches_zero",
                                   "check_clean_above_chance"}
     assert checks.set_index("metric").value["check_clean_above_chance"] == 1.0  # from the prepared manifest
-    assert (root / "data/transfer/main.parquet").exists() and (root / "data/adversarial/main/main.pt").exists()
+    # the main run's attacks save no transfer examples: it has no transfer stage
+    assert not (root / "data/transfer/main.parquet").exists() and (root / "data/adversarial/main/main.pt").exists()
+    assert "transfer@main" not in log and (root / "data/transfer/matyasko2018-fc-critic-s0.parquet").exists()
     summary = json.loads((root / "metrics/summary.json").read_text())
     assert {"accuracy", "deepfool_l2_steps50_rho_adv", "fgsm_linf_eps0.1_accuracy",
             "checks_violated"} <= set(summary["main"])
@@ -228,10 +233,10 @@ def test_changing_lambda_reruns_only_the_main_run(project):
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "baseline"], root, env)
     log = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "defense.lambda=0.5"], root, env)
-    for stage in ["defense-finetune@main", "attack@main", "transfer@main", "aggregate", "costs"]:
+    for stage in ["defense-finetune@main", "attack@main", "aggregate", "costs"]:
         assert f"Running stage '{stage}'" in log
     for stage in ["prepare@main", "pretrain@main", "defense-finetune@jakubovitz2018-table3-jacobian",
-                  "attack@jakubovitz2018-table3-none", "transfer@jakubovitz2018-table3-none"]:
+                  "attack@jakubovitz2018-table3-none", "transfer@matyasko2018-fc-critic-s0"]:
         assert f"Stage '{stage}' didn't change, skipping" in log
     diff = _run([sys.executable, "-m", "dvc", "metrics", "diff", "--json"], root, env)
     changed = json.loads(diff)["metrics/summary.json"]
@@ -257,7 +262,7 @@ def test_queued_experiments_run_in_parallel_and_show_their_metrics(project):
     root, env, _ = project
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "queue baseline"], root, env)
-    # The experiments change the main run's FGSM ε, so only its attack, transfer and aggregate rerun;
+    # The experiments change the main run's FGSM ε, so only its attack and aggregate rerun;
     # a change of λ would rerun its fine-tune too (about 40% more time), a path that
     # test_changing_lambda_reruns_only_the_main_run already takes.
     for eps in ("0.2", "0.3"):
