@@ -71,7 +71,7 @@ def test_cifar100_trains_and_attacks_with_the_cifar10_settings():
     """Table A1, §3.2 and Table 1's caption give both data sets the same settings: every CIFAR-100 base and run
     reads the CIFAR-10 study's keys, on the `cifar100` data set, under its own names."""
     cifar10, cifar100 = _study_file(afd_tables.CIFAR10), _study_file(afd_tables.CIFAR100)
-    assert set(cifar100) == {"bases", "runs", "study_figures"}  # no settings of its own
+    assert set(cifar100) == {"bases", "runs", "transfer_runs", "study_figures"}  # no settings of its own
     rename = {f"{afd_tables.CIFAR100.study}-{row}": f"{STUDY}-{row}" for row in ROWS}
     for name, base in cifar100["bases"].items():
         assert {**base, "dataset": "cifar10"} == cifar10["bases"][rename[name]] and base["dataset"] == "cifar100"
