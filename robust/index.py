@@ -99,10 +99,13 @@ def _check_transfer_runs(index: Mapping[str, dict], files: Mapping[str, dict]) -
             raise ConfigError(f"transfer_runs.{run}", "must be the runs entry of the same name: "
                               "`transfer_runs: *runs` in the study file")
     saving = set()
-    for fields in runs.values():
+    for run, fields in runs.items():
         params = {**files["params.yaml"], **files[fields["params_file"]]}
-        if saves_transfer_examples(require_mapping(lookup(params, fields["attack_key"]), fields["attack_key"])):
+        attack = require_mapping(lookup(params, fields["attack_key"]), fields["attack_key"])
+        if saves_transfer_examples(attack):
             saving.add(fields["study"])
+        if run in index["transfer_runs"]:
+            check_transfer_batch_size(attack, fields["attack_key"])
     for run, fields in runs.items():
         listed = run in index["transfer_runs"]
         if fields["study"] in saving and not listed:
@@ -111,3 +114,15 @@ def _check_transfer_runs(index: Mapping[str, dict], files: Mapping[str, dict]) -
         if listed and fields["study"] not in saving:
             raise ConfigError(f"transfer_runs.{run}", f"no run of study {fields['study']!r} saves transfer "
                               "examples (its attack configs have no `transfer`): its stage would classify nothing")
+
+
+def check_transfer_batch_size(attack: Mapping, attack_key: str) -> None:
+    """dvc.yaml's transfer stage tracks ``<attack_key>.batch_size`` alone (the attack's other settings shape
+    the examples it classifies, a dependency of their own), so the batch size must be that key, at every profile."""
+    if "batch_size" not in attack:
+        raise ConfigError(f"{attack_key}.batch_size", "missing: the transfer stage of a run with this attack "
+                          "config tracks it (dvc.yaml)")
+    for profile, override in require_mapping(attack.get("profiles", {}), f"{attack_key}.profiles").items():
+        if override and "batch_size" in override:
+            raise ConfigError(f"{attack_key}.profiles.{profile}.batch_size", "the transfer stage tracks only "
+                              f"{attack_key}.batch_size: set the batch size there")

@@ -5,6 +5,8 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
+from robust.index import check_transfer_batch_size
+from robust.params import lookup
 from robust.pipeline import transfer_run
 from robust.stage import stage, stage_params
 
@@ -18,7 +20,9 @@ from robust.stage import stage, stage_params
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @stage
 def main(params_file, attack_key, run_dir, data_dir, sources_dir, out) -> None:
-    frame = transfer_run(stage_params(params_file), attack_key, run_dir, data_dir, sources_dir, out)
+    params = stage_params(params_file)
+    check_transfer_batch_size(lookup(params, attack_key), attack_key)
+    frame = transfer_run(params, attack_key, run_dir, data_dir, sources_dir, out)
     if not frame.empty:
         click.echo(tabulate(frame[["source", "run", "attack", "eps", "metric", "value"]], headers="keys",
                             showindex=False, floatfmt=".4f"))

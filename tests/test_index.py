@@ -114,6 +114,17 @@ def test_a_transfer_run_is_its_runs_entry(project):
         check_index(*load_index(project))
 
 
+@pytest.mark.parametrize("change, key", [
+    (lambda attack: attack.update(profiles={"cpu": {"batch_size": 100}}), r"roth2018\.attack\.profiles\.cpu\.batch_size'"),
+    (lambda attack: attack.pop("batch_size"), r"roth2018\.attack\.batch_size': missing"),
+])
+def test_a_transfer_stage_tracks_its_batch_size(project, change, key):
+    # dvc.yaml tracks <attack key>.batch_size alone for the transfer stage: a batch size elsewhere would go untracked
+    _edit(project / "studies/roth2018.yaml", lambda p: change(p["roth2018"]["attack"]))
+    with pytest.raises(ConfigError, match=key):
+        check_index(*load_index(project))
+
+
 def test_transfer_examples_saved_at_one_profile_count():
     pgd = {"name": "pgd", "eps": 0.3}
     assert saves_transfer_examples({"suite": [pgd], "transfer": [pgd]})
