@@ -32,13 +32,13 @@ from robust.stage import stage
 @stage
 def main(results_dirs, results_out, summary_out, tables_dir, plots_dir, sweeps_dir, training_dir, bases_dir,
          runs_dir, prepared_dir, costs_dir) -> None:
-    """Collect the parquet files of every RESULTS_DIR (white-box results, transfer results)."""
+    """Collect the parquet files under every RESULTS_DIR (white-box results; transfer results in transfer/)."""
     if training_dir is not None and None in (bases_dir, runs_dir):
         raise click.UsageError("--training needs --bases and --runs")
     # the run → base and run → dataset maps come from the same index dvc.yaml iterates over (params.yaml, studies)
     needs_index = any(option is not None for option in (training_dir, prepared_dir, costs_dir))
     index = load_index(Path("."))[0] if needs_index else None
-    paths = sorted(path for directory in results_dirs for path in directory.glob("*.parquet"))
+    paths = sorted(path for directory in results_dirs for path in directory.rglob("*.parquet"))
     frame = aggregate(paths, results_out=results_out, summary_out=summary_out, tables_dir=tables_dir,
                       plots_dir=plots_dir, sweeps_dir=sweeps_dir, training_dir=training_dir, bases_dir=bases_dir,
                       runs_dir=runs_dir, prepared_dir=prepared_dir, costs_dir=costs_dir, index=index)

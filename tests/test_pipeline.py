@@ -181,8 +181,11 @@ def test_repro_writes_metrics_tables_and_summary(project):
                                   "check_clean_above_chance"}
     assert checks.set_index("metric").value["check_clean_above_chance"] == 1.0  # from the prepared manifest
     # the main run's attacks save no transfer examples: it has no transfer stage
-    assert not (root / "data/transfer/main.parquet").exists() and (root / "data/adversarial/main/main.pt").exists()
-    assert "transfer@main" not in log and (root / "data/transfer/matyasko2018-fc-critic-s0.parquet").exists()
+    assert not (root / "data/results/transfer/main.parquet").exists() and (root / "data/adversarial/main/main.pt").exists()
+    assert "transfer@main" not in log and (root / "data/results/transfer/matyasko2018-fc-critic-s0.parquet").exists()
+    # aggregate collects the transfer rows from data/results/transfer: the critic's own examples, the diagonal
+    transferred = results[(results.run == "matyasko2018-fc-critic-s0") & (results.source != "")]
+    assert set(transferred.source) == {"matyasko2018-fc-critic-s0"}
     summary = json.loads((root / "metrics/summary.json").read_text())
     assert {"accuracy", "deepfool_l2_steps50_rho_adv", "fgsm_linf_eps0.1_accuracy",
             "checks_violated"} <= set(summary["main"])
